@@ -1,0 +1,60 @@
+"""Decode any image file into a square RGB uint8 array of a given size.
+
+Product photos arrive as JPEG with EXIF rotation, PNG with alpha, palette GIFs, 16-bit or CMYK
+TIFFs. Everything is turned into the same thing here, once, so the rest of the pipeline only
+ever sees (S, S, 3) uint8.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+MAX_PIXELS = 120_000_000  # refuse decompression bombs before decoding a single pixel
+
+
+class UnreadableImage(Exception):
+    """The file is not a decodable image; the message says why (for the skipped-files report)."""
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Read `path` and return it letterboxed to (size, size, 3) uint8.
+
+    The aspect ratio is kept (a garment squashed to a square is a different shape) and the image
+    is padded with its own mean border colour so the padding adds no new colour cue.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise UnreadableImage(f"{img.width}x{img.height} pixels exceeds the {MAX_PIXELS:,} limit")
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
+            return _letterbox(rgb, size)
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(str(err) or type(err).__name__) from err
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited on white like a product page."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = max(float(arr.max()), 1.0)
+        img = Image.fromarray((arr * (255.0 / top)).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def _letterbox(img: Image.Image, size: int) -> np.ndarray:
+    """Fit the longer side to `size` and pad the shorter one with the mean border colour."""
+    arr = np.asarray(img)
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(axis=0)
+    fill = tuple(int(round(c)) for c in border)
+    return np.asarray(ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=fill))

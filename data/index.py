@@ -1,0 +1,116 @@
+"""Find every image of every item in a dataset folder and split the items.
+
+A dataset is `<root>/<item>/<image>`: the folder is the label. Splitting is by item, never by
+image, so evaluation always measures retrieval of products the network has never seen (the
+original split rows 80/20 and leaked items across the split).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from misc.errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass
+class DatasetIndex:
+    """The images of a dataset: parallel lists of paths and item labels."""
+
+    root: Path
+    paths: list[str]                 # relative to root, posix separators
+    labels: np.ndarray               # (N,) int64 index into items
+    items: list[str]                 # item (folder) names, sorted
+    ignored: list[str] = field(default_factory=list)  # non-image or unsafe files, relative
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, rows: np.ndarray) -> "DatasetIndex":
+        """The images at `rows`, with labels renumbered over the items they contain."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kept_items, new_labels = np.unique(self.labels[rows], return_inverse=True)
+        return DatasetIndex(
+            root=self.root,
+            paths=[self.paths[i] for i in rows],
+            labels=new_labels.astype(np.int64),
+            items=[self.items[i] for i in kept_items],
+        )
+
+    def images_per_item(self) -> np.ndarray:
+        """Count of images of each item, in item order."""
+        return np.bincount(self.labels, minlength=len(self.items))
+
+
+def index_folder(root: Path) -> DatasetIndex:
+    """Index `<root>/<item>/...` images. Missing or empty folders are a `UserError`.
+
+    Hidden files (.DS_Store), non-image files and symlinks that point outside the dataset are
+    ignored, so a stray file never becomes a training sample or escapes the folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset folder not found; pass --dataset_dir/--dataset pointing "
+                        "at a folder of item folders, or use --dataset synthetic")
+    real_root = root.resolve()
+    paths: list[str] = []
+    owners: list[str] = []
+    ignored: list[str] = []
+    for item_dir in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not item_dir.is_dir():
+            ignored.append(item_dir.name)
+            continue
+        for file in _walk_files(item_dir):
+            rel = file.relative_to(root).as_posix()
+            if _is_safe_image(file, real_root):
+                paths.append(rel)
+                owners.append(item_dir.name)
+            else:
+                ignored.append(rel)
+    if not paths:
+        raise UserError(f"{root}: no images found; expected <root>/<item>/<image>.jpg "
+                        f"(image types: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    items, labels = np.unique(np.array(owners), return_inverse=True)
+    return DatasetIndex(root, paths, labels.astype(np.int64), [str(i) for i in items], ignored)
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """All non-hidden files under `folder`, sorted, so indexing is deterministic."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return found
+
+
+def _is_safe_image(file: Path, real_root: Path) -> bool:
+    """An image by suffix whose real location (after symlinks) lies inside the dataset."""
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    if file.is_symlink() and not file.resolve().is_relative_to(real_root):
+        return False
+    return True
+
+
+def split_by_item(index: DatasetIndex, eval_fraction: float = 0.2,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the train and eval images, split by item with a seeded shuffle.
+
+    Splitting items (not images) means no eval item is ever trained on.
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise UserError(f"--eval_fraction {eval_fraction}: must be between 0 and 1 (e.g. 0.2)")
+    num_items = len(index.items)
+    if num_items < 3:
+        raise UserError(f"{index.root}: only {num_items} item folder(s); at least 3 are needed to "
+                        "train on some items and evaluate on others")
+    num_eval = min(num_items - 2, max(1, round(num_items * eval_fraction)))
+    order = np.random.default_rng(seed).permutation(num_items)
+    is_eval = np.zeros(num_items, dtype=bool)
+    is_eval[order[:num_eval]] = True
+    image_is_eval = is_eval[index.labels]
+    return np.flatnonzero(~image_is_eval), np.flatnonzero(image_is_eval)

@@ -1,0 +1,80 @@
+"""Turn `--dataset` into a dataset root folder on disk, fetching or generating it once.
+
+`--dataset` is `synthetic` (built in), `uob` (the original UoB image set), an http(s)/file URL of
+an archive, or a local folder or archive. Everything fetched or generated lives under
+`--dataset_dir`; everything decoded lives in its `files_to_gitignore/cache`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from data.archive import is_archive, safe_extract
+from data.download import download
+from data.splits import is_split_root
+from data.synthetic import generate_synthetic
+from misc.errors import UserError
+
+UOB_URL = "https://drive.google.com/u/0/uc?id=1O-492BRWL-_7qN6hL2S4A4BSrLTnoQyw&export=download&confirm=t"
+
+
+def locate_dataset(dataset: str, dataset_dir: Path, seed: int = 0, progress: bool = True) -> Path:
+    """Fetch, extract or generate `dataset` as needed and return its root folder."""
+    dataset_dir = Path(dataset_dir)
+    if dataset == "synthetic":
+        return _synthetic_root(dataset_dir, seed)
+    if dataset == "uob":
+        return _fetch_archive(UOB_URL, dataset_dir, "uob_image_set", progress)
+    if re.match(r"^(https?|file)://", dataset):
+        return _fetch_archive(dataset, dataset_dir, _archive_stem(dataset), progress)
+    local = Path(dataset).expanduser()
+    if local.is_dir():
+        return local
+    if local.is_file() and is_archive(str(local)):
+        return _extract_once(local, dataset_dir / "datasets" / _archive_stem(local.name))
+    raise UserError(f"--dataset {dataset}: not 'synthetic', 'uob', a URL, a folder or an archive "
+                    "(.zip/.tar[.gz|.bz2|.xz]) that exists")
+
+
+def _synthetic_root(dataset_dir: Path, seed: int) -> Path:
+    root = dataset_dir / ("synthetic" if seed == 0 else f"synthetic_seed{seed}")
+    if not (root / ".synthetic.json").exists():
+        print(f"generating the built-in synthetic dataset in {root} ...")
+        generate_synthetic(root, seed=seed)
+    return root
+
+
+def _archive_stem(url_or_name: str) -> str:
+    name = url_or_name.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+    stem = re.sub(r"\.(zip|tar|tgz|tar\.gz|tar\.bz2|tar\.xz)$", "", name, flags=re.I)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "dataset"
+
+
+def _fetch_archive(url: str, dataset_dir: Path, name: str, progress: bool) -> Path:
+    """Download (resumably) and extract once; an already extracted folder is reused as is."""
+    target = dataset_dir / ("datasets" if name != "uob_image_set" else "") / name
+    if target.is_dir() and any(target.iterdir()):
+        return _dataset_root(target)
+    suffix = ".zip" if not is_archive(url) else ""
+    archive = dataset_dir / "downloads" / (name + suffix if suffix else url.split("?")[0].rsplit("/", 1)[-1])
+    if not archive.exists():
+        try:
+            download(url, archive, progress=progress)
+        except UserError as err:
+            raise UserError(f"{err} (offline? use --dataset synthetic or --dataset /path/to/folder)") from err
+    return _extract_once(archive, target)
+
+
+def _extract_once(archive: Path, target: Path) -> Path:
+    if not (target.is_dir() and any(target.iterdir())):
+        safe_extract(archive, target)
+    return _dataset_root(target)
+
+
+def _dataset_root(folder: Path) -> Path:
+    """Descend through single wrapper folders (`name/name/item/...`) to the item folders."""
+    children = [c for c in folder.iterdir() if not c.name.startswith((".", "__MACOSX"))]
+    while len(children) == 1 and children[0].is_dir() and not is_split_root(folder):
+        folder = children[0]
+        children = [c for c in folder.iterdir() if not c.name.startswith((".", "__MACOSX"))]
+    return folder

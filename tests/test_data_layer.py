@@ -1,0 +1,163 @@
+"""Index, decode, cache and split: the path from a folder of item folders to ImageSets."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.cache import build_or_load_cache
+from data.decode import UnreadableImage, decode_image
+from data.index import index_folder, split_by_item
+from data.splits import describe_skipped, load_splits
+from data.stats import dataset_stats, format_stats
+from misc.errors import UserError
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
+
+
+def make_dataset(root: Path, num_items: int = 5, per_item: int = 3, size: int = 40) -> Path:
+    """Item i's images are solid COLOURS[i % 5] so decoded pixels can be checked."""
+    for i in range(num_items):
+        folder = root / f"item_{i:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(per_item):
+            Image.new("RGB", (size, size + 8 * n), COLOURS[i % len(COLOURS)]).save(folder / f"item_{i:03d}_{n}.png")
+    return root
+
+
+def test_index_ignores_non_images_hidden_files_and_outside_symlinks(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)
+    (root / "item_000" / "notes.txt").write_text("not an image")
+    (root / "item_000" / ".DS_Store").write_bytes(b"\0")
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (root / "item_001" / "link.png").symlink_to(outside)
+    index = index_folder(root)
+    assert len(index) == 6
+    assert index.items == ["item_000", "item_001", "item_002"]
+    assert index.images_per_item().tolist() == [2, 2, 2]
+    assert "item_001/link.png" in index.ignored and "item_000/notes.txt" in index.ignored
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (lambda p: p / "missing", "dataset folder not found"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no images found"),
+])
+def test_index_missing_or_empty_folder_is_a_clear_error(tmp_path, setup, fragment):
+    with pytest.raises(UserError, match=fragment):
+        index_folder(setup(tmp_path))
+
+
+def test_split_is_by_item_seeded_and_disjoint(tmp_path):
+    index = index_folder(make_dataset(tmp_path / "ds", num_items=10, per_item=3))
+    train, evaluation = split_by_item(index, 0.2, seed=0)
+    train_items = set(index.labels[train].tolist())
+    eval_items = set(index.labels[evaluation].tolist())
+    assert len(eval_items) == 2 and not train_items & eval_items
+    assert len(train) + len(evaluation) == len(index)
+    again, _ = split_by_item(index, 0.2, seed=0)
+    other, _ = split_by_item(index, 0.2, seed=1)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "I;16", "CMYK"])
+def test_decode_any_mode_to_square_rgb(tmp_path, mode):
+    img = Image.new("RGB", (30, 20), (120, 60, 200)).convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        img = Image.fromarray(np.full((20, 30), 40000, dtype=np.uint16))
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    path = tmp_path / f"img{suffix}"
+    img.save(path)
+    out = decode_image(path, 16)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+
+
+def test_decode_applies_exif_orientation(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = decode_image(path, 40)
+    assert out[2, 20, 2] > 150 and out[-3, 20, 0] > 150  # blue on top, red at the bottom
+
+
+def test_decode_refuses_truncated_and_zero_byte_files(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(good)
+    (tmp_path / "half.jpg").write_bytes(good.read_bytes()[:100])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for name in ("half.jpg", "empty.jpg"):
+        with pytest.raises(UnreadableImage):
+            decode_image(tmp_path / name, 16)
+
+
+def test_cache_holds_decoded_pixels_and_is_reused_until_the_source_changes(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)
+    cache_dir = tmp_path / "cache"
+    first = build_or_load_cache(index_folder(root), 16, cache_dir, progress=False)
+    assert first.images.shape == (6, 16, 16, 3)
+    assert tuple(first.images[0, 8, 8]) == COLOURS[0] and tuple(first.images[2, 8, 8]) == COLOURS[1]
+    files = sorted(p.name for p in cache_dir.iterdir())
+    second = build_or_load_cache(index_folder(root), 16, cache_dir, progress=False)
+    assert isinstance(second.images, np.memmap) and sorted(p.name for p in cache_dir.iterdir()) == files
+    Image.new("RGB", (40, 40), (0, 0, 0)).save(root / "item_000" / "item_000_9.png")
+    third = build_or_load_cache(index_folder(root), 16, cache_dir, progress=False)
+    assert third.images.shape[0] == 7
+    assert len(list(cache_dir.glob("*.npy"))) == 1  # the stale cache was replaced
+    build_or_load_cache(index_folder(root), 24, cache_dir, progress=False)
+    assert len(list(cache_dir.glob("*.npy"))) == 2  # other sizes are kept
+
+
+def test_unreadable_images_are_skipped_counted_and_named(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=3, per_item=3)
+    (root / "item_001" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    splits = load_splits(root, 16, tmp_path / "cache", progress=False)
+    assert sum(len(s) for s in splits.sets.values()) == 9
+    assert [p for p, _ in splits.skipped] == ["item_001/broken.jpg"]
+    message = describe_skipped(splits.skipped, root)
+    assert "skipped 1 unreadable image" in message and "item_001/broken.jpg" in message
+
+
+def test_load_splits_gives_disjoint_item_sets_with_matching_pixels(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=10, per_item=2)
+    splits = load_splits(root, 16, tmp_path / "cache", split_seed=3, progress=False)
+    train, evaluation = splits.sets["train"], splits.sets["eval"]
+    assert not set(train.items) & set(evaluation.items)
+    for image_set in (train, evaluation):
+        pixels = image_set.batch(np.arange(len(image_set)))
+        for row, label in enumerate(image_set.labels):
+            item_number = int(image_set.items[label].split("_")[1])
+            assert tuple(pixels[row, 8, 8]) == COLOURS[item_number % 5]
+
+
+def test_big_ims_reads_files_per_batch_and_matches_the_cache(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=4, per_item=2)
+    cached = load_splits(root, 16, tmp_path / "cache", progress=False).sets["train"]
+    direct = load_splits(root, 16, tmp_path / "cache2", big_ims=True, progress=False).sets["train"]
+    assert not (tmp_path / "cache2").exists()
+    assert np.array_equal(cached.batch([0, 1]), direct.batch([0, 1]))
+
+
+def test_pre_split_layout_keeps_its_split(tmp_path):
+    make_dataset(tmp_path / "ds" / "train", num_items=3)
+    make_dataset(tmp_path / "ds" / "test", num_items=2)
+    splits = load_splits(tmp_path / "ds", 16, tmp_path / "cache", progress=False)
+    assert sorted(splits.sets) == ["test", "train"]
+    assert len(splits.pick_eval(("val", "test"))) == 6
+    with pytest.raises(UserError, match="--split val"):
+        splits.pick_eval(("val",), override="val")
+
+
+def test_dataset_stats_report(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)
+    (root / "solo").mkdir()
+    Image.new("RGB", (10, 10)).save(root / "solo" / "only.jpg")
+    stats = dataset_stats(index_folder(root), [("x/bad.jpg", "truncated")])
+    assert stats["items"] == 4 and stats["images"] == 7
+    assert stats["images_per_item"] == {"mean": 1.75, "mode": 2, "min": 1, "max": 2}
+    assert stats["items_with_one_image"] == 1
+    assert stats["file_types"] == {"png": 6, "jpg": 1}
+    text = format_stats(stats)
+    assert "x/bad.jpg (truncated)" in text and "single-image   1 item(s)" in text
