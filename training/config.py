@@ -1,0 +1,100 @@
+"""Training hyperparameters as one plain dataclass, so a run can be named, saved and compared.
+
+Everything here is a plain Python type: the config goes into `hparams.json` and into every
+checkpoint, and both must load with `torch.load(weights_only=True)` and `json.load`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from misc.errors import UserError
+
+MINING_CHOICES = ("semihard", "hard", "all")
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+# Fields that change what training produces. Together with the model class they make the run
+# folder name (see training.runs), so "same folder" means "same training" and resuming is safe.
+# epochs is deliberately absent: raising --epochs continues the same run.
+RUN_FIELDS = ("learning_rate", "lr_decay", "batch_size", "images_per_item", "margin", "mining",
+              "seed", "augment")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    lr_decay: the learning rate is multiplied by ``lr_decay`` after *every* epoch
+        (``torch.optim.lr_scheduler.ExponentialLR``). The original multiplied it every 10 epochs;
+        per-epoch is the usual meaning of an exponential decay and actually anneals over a
+        50-epoch run (0.95**50 ~ 0.08 instead of 0.95**5 ~ 0.77).
+    margin: triplet margin on Euclidean distances of the model's output embeddings. 0.2 is the
+        FaceNet value for L2-normalised embeddings (distances in [0, 2]); the original used 1.0
+        with unnormalised outputs.
+    mining: "semihard" (FaceNet), "hard" (batch-hard) or "all" (batch-all); see training.loss.
+    batch_size: images per step on each process, = P items x K (``images_per_item``) images.
+    amp: mixed precision; None = on for CUDA, off elsewhere.
+    num_workers: background threads that read and stage the next batches (0 = in the loop).
+    save_every: checkpoint every this many epochs; the last epoch is always saved.
+    eval_every: evaluate every this many epochs; the last epoch is always evaluated.
+    """
+
+    model: str
+    epochs: int = 50
+    batch_size: int = 64
+    images_per_item: int = 4
+    learning_rate: float = 1e-4
+    lr_decay: float = 0.95
+    margin: float = 0.2
+    mining: str = "semihard"
+    seed: int = 0
+    augment: bool = True
+    device: str = "auto"
+    amp: bool | None = None
+    num_workers: int = 2
+    eval_every: int = 2
+    save_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def items_per_batch(self) -> int:
+        """P, the number of items in a batch of ``batch_size = P x K`` images."""
+        return self.batch_size // self.images_per_item
+
+    def validate(self) -> None:
+        """Reject values that would fail later, naming the flag and the fix."""
+        k, bs = self.images_per_item, self.batch_size
+        if k < 2:
+            raise UserError(f"--images_per_item {k}: need at least 2 images of an item per batch "
+                            "to form anchor-positive pairs; use 2 or more (default 4)")
+        if bs % k or bs // k < 2:
+            nearest = max(2 * k, round(bs / k) * k)
+            raise UserError(f"--batch_size {bs}: must be P items x K={k} images (--images_per_item) "
+                            f"with P >= 2; use e.g. --batch_size {nearest}")
+        if self.mining not in MINING_CHOICES:
+            raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(MINING_CHOICES)}")
+        if self.device not in DEVICE_CHOICES:
+            raise UserError(f"--device {self.device}: unknown; choose one of {', '.join(DEVICE_CHOICES)}")
+        for name in ("epochs", "eval_every", "save_every"):
+            value = getattr(self, name)
+            if value < (0 if name == "epochs" else 1):
+                raise UserError(f"--{name} {value}: must be {'>= 0' if name == 'epochs' else '>= 1'}")
+        if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
+            raise UserError(f"--learning_rate {self.learning_rate} / --lr_decay {self.lr_decay}: "
+                            "need learning_rate > 0 and 0 < lr_decay <= 1")
+        if self.margin <= 0:
+            raise UserError(f"--margin {self.margin}: must be > 0 (e.g. 0.2)")
+        if self.num_workers < 0:
+            raise UserError(f"--num_workers {self.num_workers}: must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for hparams.json and checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict`; unknown keys (from a newer version) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
