@@ -6,12 +6,13 @@ an archive, or a local folder or archive. Everything fetched or generated lives 
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 from data.archive import is_archive, safe_extract
 from data.download import download
-from data.splits import is_split_root
 from data.synthetic import generate_synthetic
 from misc.errors import UserError
 
@@ -52,11 +53,11 @@ def _archive_stem(url_or_name: str) -> str:
 
 def _fetch_archive(url: str, dataset_dir: Path, name: str, progress: bool) -> Path:
     """Download (resumably) and extract once; an already extracted folder is reused as is."""
-    target = dataset_dir / ("datasets" if name != "uob_image_set" else "") / name
-    if target.is_dir() and any(target.iterdir()):
-        return _dataset_root(target)
-    suffix = ".zip" if not is_archive(url) else ""
-    archive = dataset_dir / "downloads" / (name + suffix if suffix else url.split("?")[0].rsplit("/", 1)[-1])
+    target = dataset_dir / name if name == "uob_image_set" else dataset_dir / "datasets" / name
+    if _has_content(target):
+        return target
+    file_name = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    archive = dataset_dir / "downloads" / (file_name if is_archive(file_name) else f"{name}.zip")
     if not archive.exists():
         try:
             download(url, archive, progress=progress)
@@ -66,15 +67,22 @@ def _fetch_archive(url: str, dataset_dir: Path, name: str, progress: bool) -> Pa
 
 
 def _extract_once(archive: Path, target: Path) -> Path:
-    if not (target.is_dir() and any(target.iterdir())):
-        safe_extract(archive, target)
-    return _dataset_root(target)
+    """Extract beside `target`, then move the dataset root (below any wrapper folder) to `target`.
+
+    So `uob_image_set.zip` holding `uob_image_set/<item>/...` lands as `<target>/<item>/...`.
+    """
+    if _has_content(target):
+        return target
+    staging = target.with_name(f".{target.name}.extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    root = safe_extract(archive, staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rmdir()  # empty, checked above
+    os.replace(root, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
-def _dataset_root(folder: Path) -> Path:
-    """Descend through single wrapper folders (`name/name/item/...`) to the item folders."""
-    children = [c for c in folder.iterdir() if not c.name.startswith((".", "__MACOSX"))]
-    while len(children) == 1 and children[0].is_dir() and not is_split_root(folder):
-        folder = children[0]
-        children = [c for c in folder.iterdir() if not c.name.startswith((".", "__MACOSX"))]
-    return folder
+def _has_content(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
