@@ -5,19 +5,14 @@ checkpoint, and both must load with `torch.load(weights_only=True)` and `json.lo
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from misc.errors import UserError
 
 MINING_CHOICES = ("semihard", "hard", "all")
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-
-# Fields that change what training produces. Together with the model class they make the run
-# folder name (see training.runs), so "same folder" means "same training" and resuming is safe.
-# epochs is deliberately absent: raising --epochs continues the same run.
-RUN_FIELDS = ("learning_rate", "lr_decay", "batch_size", "images_per_item", "margin", "mining",
-              "seed", "augment")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -33,9 +28,10 @@ class TrainConfig:
         with unnormalised outputs.
     mining: "semihard" (FaceNet), "hard" (batch-hard) or "all" (batch-all); see training.loss.
     batch_size: images per step on each process, = P items x K (``images_per_item``) images.
-    amp: mixed precision; None = on for CUDA, off elsewhere.
+    device: "auto" (CUDA, else MPS, else CPU), "cpu", "mps", "cuda" or "cuda:N".
+    amp: mixed precision (float16 autocast + GradScaler), CUDA only; None = on when on CUDA.
     num_workers: background threads that read and stage the next batches (0 = in the loop).
-    save_every: checkpoint every this many epochs; the last epoch is always saved.
+    save_every: checkpoint every this many epochs (0: only the last); the last is always saved.
     eval_every: evaluate every this many epochs; the last epoch is always evaluated.
     """
 
@@ -75,19 +71,16 @@ class TrainConfig:
                             f"with P >= 2; use e.g. --batch_size {nearest}")
         if self.mining not in MINING_CHOICES:
             raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(MINING_CHOICES)}")
-        if self.device not in DEVICE_CHOICES:
-            raise UserError(f"--device {self.device}: unknown; choose one of {', '.join(DEVICE_CHOICES)}")
-        for name in ("epochs", "eval_every", "save_every"):
-            value = getattr(self, name)
-            if value < (0 if name == "epochs" else 1):
-                raise UserError(f"--{name} {value}: must be {'>= 0' if name == 'epochs' else '>= 1'}")
+        if not DEVICE_PATTERN.match(self.device):
+            raise UserError(f"--device {self.device}: unknown; use auto, cpu, mps, cuda or cuda:N")
+        for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name} {getattr(self, name)}: must be >= {low}")
         if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
             raise UserError(f"--learning_rate {self.learning_rate} / --lr_decay {self.lr_decay}: "
                             "need learning_rate > 0 and 0 < lr_decay <= 1")
         if self.margin <= 0:
             raise UserError(f"--margin {self.margin}: must be > 0 (e.g. 0.2)")
-        if self.num_workers < 0:
-            raise UserError(f"--num_workers {self.num_workers}: must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for hparams.json and checkpoints."""

@@ -1,0 +1,158 @@
+"""The run folder: its name, its hyperparameters file, its statistics file and its lock.
+
+The folder name carries every hyperparameter that changes training, so "same folder" means
+"same training" and re-running a command resumes it. Default hyperparameters give exactly the
+original name (``SimpleNet_LR_0.0001_decay_0.95_BS_64``); any other setting that differs from
+its default is appended (``..._K_8_margin_0.3_mining_hard``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from misc.errors import UserError
+from training.config import TrainConfig
+
+STATS_FILE = "training_stats.csv"
+HPARAMS_FILE = "hparams.json"
+LOCK_FILE = ".lock"
+STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
+                 "triplets", "lr", "seconds")
+
+# Name parts beyond the original LR/decay/BS, in name order, with their short labels: every
+# TrainConfig field that changes what training produces. epochs, device, amp, num_workers and the
+# eval/save periods are not here, so a run can be continued with more epochs or on another device.
+_EXTRA_NAME_PARTS = {"images_per_item": "K", "margin": "margin", "mining": "mining", "seed": "seed",
+                     "augment": "augment"}
+
+
+def run_name(model_class: str, config: TrainConfig) -> str:
+    """``<ModelClass>_LR_<lr>_decay_<lrd>_BS_<bs>`` plus non-default training hyperparameters."""
+    name = f"{model_class}_LR_{config.learning_rate}_decay_{config.lr_decay}_BS_{config.batch_size}"
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for field, label in _EXTRA_NAME_PARTS.items():
+        value = getattr(config, field)
+        if value != defaults[field]:
+            name += f"_{label}_{value}"
+    return name
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_hparams(run_dir: Path, model_name: str, model_class: str, config: TrainConfig) -> None:
+    """hparams.json: what trained this folder, for people and for evaluate.py."""
+    values = {"model_name": model_name, "model_class": model_class, **config.to_dict()}
+    atomic_write_text(run_dir / HPARAMS_FILE, json.dumps(values, indent=2) + "\n")
+
+
+class StatsFile:
+    """training_stats.csv, rewritten whole (atomically) on every change: it is a few KB.
+
+    Rewriting rather than appending is what lets a resumed run drop rows written after its
+    checkpoint (a kill between the CSV write and the checkpoint) instead of duplicating epochs.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, str]] = []
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def epochs(self) -> list[int]:
+        return [int(row["epoch"]) for row in self.rows]
+
+    def truncate(self, last_epoch: int) -> None:
+        """Forget rows after ``last_epoch`` (epochs the checkpoint being resumed does not contain)."""
+        kept = [row for row in self.rows if int(row["epoch"]) <= last_epoch]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._write()
+
+    def add(self, values: dict[str, Any]) -> None:
+        """Append one epoch's row; missing columns (no evaluation this epoch) stay empty."""
+        self.rows.append({c: _format(values.get(c)) for c in STATS_COLUMNS})
+        self._write()
+
+    def _write(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=STATS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class RunLock:
+    """``.lock`` in the run folder, created with O_EXCL, holding ``<host> <pid>``.
+
+    Two processes training one folder would overwrite each other's checkpoints, so the second one
+    stops with a UserError. A lock left by a process that died on this host is taken over.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive():
+                    raise UserError(f"{self.path}: another process ({self._read()}) is training this run "
+                                    "folder; wait for it to finish, or delete the lock file if it is "
+                                    "not running") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.owner)
+            return self
+        raise UserError(f"{self.path}: could not take the lock; delete the file and retry")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._read() == self.owner:
+            self.path.unlink(missing_ok=True)
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def _holder_alive(self) -> bool:
+        """True unless the lock is gone or its holder is a process on this host that has died."""
+        holder = self._read()
+        if holder is None:
+            return False
+        host, _, pid = holder.rpartition(" ")
+        if host != socket.gethostname() or not pid.isdigit():
+            return True  # another host's lock, or one being written right now
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
