@@ -14,7 +14,6 @@ is an error naming the file.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import warnings
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from misc.errors import UserError
+from training.runs import atomic_write
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(\d+)\.pth$")
@@ -56,12 +56,7 @@ def available_epochs(run_dir: Path) -> list[int]:
 def save_checkpoint(run_dir: Path, epoch: int, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus the format version) as ``<run_dir>/<epoch>.pth`` atomically."""
     path = checkpoint_path(run_dir, epoch)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **state}, f))
     return path
 
 

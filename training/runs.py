@@ -14,7 +14,7 @@ import os
 import socket
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from misc.errors import UserError
 from training.config import TrainConfig
@@ -22,6 +22,7 @@ from training.config import TrainConfig
 STATS_FILE = "training_stats.csv"
 HPARAMS_FILE = "hparams.json"
 LOCK_FILE = ".lock"
+TEMP_SUFFIX = ".tmp"
 STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
                  "triplets", "lr", "seconds")
 
@@ -43,14 +44,28 @@ def run_name(model_class: str, config: TrainConfig) -> str:
     return name
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file.
+
+    A process killed before the rename leaves only a hidden ``.<name>.<pid>.tmp`` behind, which
+    `remove_temp_files` clears on the next run.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    with open(tmp, "wb") as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete half-written files of a killed run; only call while holding the run's lock."""
+    for leftover in run_dir.glob(f".*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_hparams(run_dir: Path, model_name: str, model_class: str, config: TrainConfig) -> None:
