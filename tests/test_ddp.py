@@ -1,0 +1,78 @@
+"""Two CPU processes under torchrun (gloo): the gathered loss has the global-batch gradient,
+training writes one run folder from rank 0 only, and both ranks end with the same weights."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from training.checkpoints import available_epochs
+
+REPO = Path(__file__).resolve().parents[1]
+
+DRIVER = '''
+import json, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from tests.test_training import FakeImageSet, fresh_model, tiny_config
+from training.distributed import gather_batch, setup
+from training.loss import triplet_loss
+from training.trainer import train
+
+out = Path(sys.argv[1])
+ctx = setup("cpu")
+
+# The gradient that reaches shared weights, averaged as DDP does, equals the one-process gradient
+# of the loss over the concatenated global batch.
+gen = torch.Generator().manual_seed(0)
+w = torch.randn(5, 3, generator=gen).requires_grad_(True)
+x_all, labels_all = torch.randn(16, 5, generator=gen), torch.arange(16) // 4
+rows = slice(8 * ctx.rank, 8 * ctx.rank + 8)
+emb, labels = gather_batch(ctx, x_all[rows] @ w, labels_all[rows])
+triplet_loss(emb, labels, 0.5, "all").loss.backward()
+dist.all_reduce(w.grad)
+reference = w.detach().clone().requires_grad_(True)
+triplet_loss(x_all @ reference, labels_all, 0.5, "all").loss.backward()
+grad_ok = torch.allclose(w.grad / ctx.world_size, reference.grad, atol=1e-6)
+
+lines = []
+model = fresh_model(seed=ctx.rank)  # DDP must broadcast rank 0's weights
+train(tiny_config(epochs=3), model, FakeImageSet(items=16), FakeImageSet(items=6, seed=1),
+      out / "runs", log=lines.append)
+torch.save(model.state_dict(), out / f"weights{ctx.rank}.pt")
+(out / f"rank{ctx.rank}.json").write_text(json.dumps({"grad_ok": grad_ok, "log": lines}))
+'''
+
+
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(driver), str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["grad_ok"] and ranks[1]["grad_ok"]
+    assert [line.split()[1] for line in ranks[0]["log"]] == ["0/3", "1/3", "2/3", "3/3"]
+    assert ranks[1]["log"] == []
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == \
+        ["2.pth", "3.pth", "hparams.json", "training_stats.csv"]
+    assert available_epochs(run_dir) == [2, 3]
+    with open(run_dir / "training_stats.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
+
+    weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in (0, 1)]
+    saved = torch.load(run_dir / "3.pth", weights_only=True)["model"]
+    for name in saved:
+        assert torch.equal(weights[0][name], weights[1][name])
+        assert torch.equal(weights[0][name], saved[name])

@@ -1,0 +1,202 @@
+"""Trainer: exact resume, run folder contents, finished runs, lock, divergence, checkpoint errors.
+
+A tiny CNN on 8x8 generated images keeps every training run well under a second on a CPU.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from misc.errors import UserError
+from training.augment import augment
+from training.checkpoints import available_epochs, load_checkpoint, load_weights
+from training.config import TrainConfig
+from training.runs import STATS_COLUMNS, RunLock, run_name
+from training.trainer import train
+
+
+class FakeImageSet:
+    """`data.dataset.ImageSet` stand-in: each item a colour, its images noisy copies of it."""
+
+    def __init__(self, items: int = 12, per_item: int = 4, size: int = 8, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.labels = np.repeat(np.arange(items), per_item).astype(np.int64)
+        self.items = [f"item{i}" for i in range(items)]
+        self.paths = [f"item{label}/{n}.jpg" for n, label in enumerate(self.labels)]
+        self.size = size
+        colours = rng.integers(40, 215, (items, 1, 1, 3))
+        noise = rng.integers(-40, 40, (len(self.labels), size, size, 3))
+        self.images = np.clip(colours[self.labels] + noise, 0, 255).astype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        return self.images[np.asarray(rows)]
+
+
+class TinyNet(nn.Module):
+    """A model as models/ builds them (input_size, emb_dim, trainable), with dropout so that
+    restoring the RNG state on resume matters."""
+
+    input_size, emb_dim, trainable = 8, 4, True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(6, self.emb_dim))
+        self.poisoned = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(x - 0.5)).mean(dim=(2, 3))
+        embedding = nn.functional.normalize(self.head(features), dim=1)
+        return embedding * float("nan") if self.poisoned else embedding
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(model="tiny", epochs=2, batch_size=8, images_per_item=4, learning_rate=1e-2,
+                  device="cpu", num_workers=0, eval_every=1, save_every=2)
+    return TrainConfig(**{**values, **overrides})
+
+
+def fresh_model(seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet()
+
+
+def run(tmp: Path, config: TrainConfig, model: nn.Module | None = None, eval_set=None, **kwargs):
+    return train(config, model or fresh_model(), FakeImageSet(), eval_set, tmp, log=lambda _: None,
+                 **kwargs)
+
+
+def read_stats(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "training_stats.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_gives_the_same_weights_as_training_straight(tmp_path: Path) -> None:
+    straight = fresh_model()
+    run(tmp_path / "a", tiny_config(epochs=4), straight)
+
+    first = run(tmp_path / "b", tiny_config(epochs=2, num_workers=2))
+    resumed = fresh_model(seed=123)  # a new process would build a differently initialised model
+    result = run(tmp_path / "b", tiny_config(epochs=4), resumed)
+
+    assert (result.last_epoch, result.epochs_trained) == (4, 2) and first.run_dir == result.run_dir
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert [row["epoch"] for row in read_stats(result.run_dir)] == ["0", "1", "2", "3", "4"]
+
+
+def test_run_folder_holds_checkpoints_stats_and_hparams(tmp_path: Path) -> None:
+    result = run(tmp_path, tiny_config(epochs=3, eval_every=2), eval_set=FakeImageSet(seed=1))
+
+    assert result.run_dir == tmp_path / "TinyNet_LR_0.01_decay_0.95_BS_8"
+    assert available_epochs(result.run_dir) == [2, 3]
+    assert (result.run_dir / "hparams.json").exists() and not (result.run_dir / ".lock").exists()
+    rows = read_stats(result.run_dir)
+    assert list(rows[0]) == list(STATS_COLUMNS)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"]
+    assert rows[0]["evaluation score"] and not rows[0]["mean training loss"]
+    assert not rows[1]["evaluation score"] and rows[2]["evaluation score"] and rows[3]["map@r"]
+    assert float(rows[2]["lr"]) == pytest.approx(1e-2 * 0.95)
+    assert set(result.metrics) == {"evaluation score", "precision@1", "map@r"}
+
+    state = torch.load(result.run_dir / "3.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "grad_scaler", "rng", "hparams", "metrics", "epoch",
+            "model_name", "model_class", "format_version"} <= set(state)
+    assert (state["model_name"], state["model_class"], state["epoch"]) == ("tiny", "TinyNet", 3)
+    assert state["hparams"]["batch_size"] == 8 and state["metrics"] == result.metrics
+
+
+def test_run_name_is_the_original_one_for_default_hyperparameters() -> None:
+    default = TrainConfig(model="simple_net")
+    assert run_name("SimpleNet", default) == "SimpleNet_LR_0.0001_decay_0.95_BS_64"
+    changed = TrainConfig(model="simple_net", images_per_item=8, margin=0.3, mining="hard", seed=1,
+                          epochs=7, device="cpu", num_workers=0)
+    assert run_name("SimpleNet", changed) == \
+        "SimpleNet_LR_0.0001_decay_0.95_BS_64_K_8_margin_0.3_mining_hard_seed_1"
+
+
+def test_finished_run_trains_nothing_and_says_so(tmp_path: Path) -> None:
+    config = tiny_config()
+    result = run(tmp_path, config)
+    before = (result.run_dir / "2.pth").stat().st_mtime_ns
+    lines: list[str] = []
+    again = train(config, fresh_model(), FakeImageSet(), None, tmp_path, log=lines.append)
+    assert again.epochs_trained == 0 and (again.run_dir / "2.pth").stat().st_mtime_ns == before
+    assert any("already trained to epoch 2; raise --epochs to continue" in line for line in lines)
+
+
+def test_a_run_killed_before_its_checkpoint_resumes_without_duplicate_rows(tmp_path: Path) -> None:
+    result = run(tmp_path, tiny_config(epochs=3))
+    (result.run_dir / "3.pth").unlink()  # killed after writing the CSV row, mid-save of 3.pth:
+    half_written = result.run_dir / ".3.pth.4242.tmp"
+    half_written.write_bytes(b"partial")
+    assert available_epochs(result.run_dir) == [2]
+
+    assert run(tmp_path, tiny_config(epochs=3)).epochs_trained == 1
+    assert [row["epoch"] for row in read_stats(result.run_dir)] == ["0", "1", "2", "3"]
+    assert available_epochs(result.run_dir) == [2, 3] and not half_written.exists()
+
+
+def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    result = run(tmp_path, tiny_config(epochs=2))
+    poisoned = fresh_model()
+    poisoned.poisoned = True
+    with pytest.raises(UserError, match="diverged in epoch 3.*--learning_rate"):
+        run(tmp_path, tiny_config(epochs=4), poisoned)
+    assert available_epochs(result.run_dir) == [2]
+    assert [row["epoch"] for row in read_stats(result.run_dir)] == ["0", "1", "2"]
+    assert not (result.run_dir / ".lock").exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    result = run(tmp_path, tiny_config())
+    with pytest.raises(UserError, match=r"2\.pth: holds a tiny \(TinyNet\) model but other \(TinyNet\)"):
+        load_weights(fresh_model(), result.run_dir, "other")
+
+
+def test_checkpoint_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    run_dir = run(tmp_path, tiny_config(epochs=4)).run_dir
+    with pytest.raises(UserError, match="no checkpoint for epoch 3; available epochs: 2, 4"):
+        load_checkpoint(run_dir, 3)
+    (run_dir / "4.pth").write_bytes(b"truncated")
+    with pytest.raises(UserError, match=r"4\.pth: corrupt"):
+        load_checkpoint(run_dir, 4)
+    with pytest.warns(UserWarning, match=r"4\.pth: corrupt"):
+        assert load_checkpoint(run_dir).epoch == 2
+    with pytest.raises(UserError, match="no checkpoints"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    with RunLock(tmp_path):
+        with pytest.raises(UserError, match=r"\.lock: another process .* is training this run folder"):
+            RunLock(tmp_path).__enter__()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = RunLock(tmp_path)
+    lock.path.write_text(f"{lock.owner.rpartition(' ')[0]} {dead.pid}")
+    with lock:
+        assert lock.path.read_text() == lock.owner
+    assert not lock.path.exists()
+
+
+def test_augmentation_is_light_and_reproducible() -> None:
+    images = torch.rand(6, 3, 16, 16)
+    a = augment(images, torch.Generator().manual_seed(5))
+    b = augment(images, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == images.shape
+    assert 0 <= a.min() and a.max() <= 1 and not torch.equal(a, images)
+    assert (a - images).abs().mean() < 0.3
