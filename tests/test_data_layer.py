@@ -11,19 +11,7 @@ from data.index import index_folder, split_by_item
 from data.splits import describe_skipped, load_splits
 from data.stats import dataset_stats, format_stats
 from misc.errors import UserError
-
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
-
-
-def make_dataset(root: Path, num_items: int = 5, per_item: int = 3, size: int = 40) -> Path:
-    """Item i's images are solid COLOURS[i % 5] so decoded pixels can be checked."""
-    for i in range(num_items):
-        folder = root / f"item_{i:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in range(per_item):
-            Image.new("RGB", (size, size + 8 * n), COLOURS[i % len(COLOURS)]).save(folder / f"item_{i:03d}_{n}.png")
-    return root
-
+from tests.datasets import COLOURS, make_dataset
 
 def test_index_ignores_non_images_hidden_files_and_outside_symlinks(tmp_path):
     root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)

@@ -1,0 +1,78 @@
+"""Snap Vision evaluation: load a run, print retrieval metrics, show or save nearest-neighbour figures.
+
+    python evaluate.py                                   # default model, latest checkpoint
+    python evaluate.py --show_case fail --num_disp 10 --save_fig
+    python evaluate.py --model simple_net --checkpoint 20
+    python evaluate.py --download_weights [--weights_url URL]
+    python evaluate.py --query my_photo.jpg --save_fig   # your own photos against the gallery
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from misc.cli import run_main
+from misc.options import (add_common_options, add_data_options, add_run_options, positive_int)
+
+DEFAULT_MODEL = "simple_net"
+
+
+def checkpoint_arg(text: str) -> int | str:
+    """argparse type for --checkpoint: 'latest' or an epoch number."""
+    if text == "latest":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: use 'latest' or an epoch number such as 20")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The original evaluate.py flags, plus queries with your own photos, export and kNN backend."""
+    from evaluation.figures import CASES
+    from evaluation.weights import DEFAULT_WEIGHTS_URL
+    from models import MODEL_NAMES
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="model to evaluate")
+    parser.add_argument("--checkpoint", type=checkpoint_arg, default="latest",
+                        help="'latest' or the epoch number of a saved checkpoint")
+    parser.add_argument("--run_dir", default=None,
+                        help="evaluate this run folder instead of the one the hyperparameters name")
+    parser.add_argument("--download_weights", action="store_true",
+                        help="download a zipped run from --weights_url into --save_dir and evaluate it")
+    parser.add_argument("--weights_url", default=DEFAULT_WEIGHTS_URL, help="where --download_weights fetches from")
+    parser.add_argument("--export_weights", metavar="ZIP", default=None,
+                        help="pack the selected run folder into ZIP (the --download_weights format) and exit")
+    parser.add_argument("-sc", "--show_case", choices=CASES, default="both",
+                        help="figures of queries whose neighbours include the same item (pass), none (fail), or both")
+    parser.add_argument("--num_disp", type=positive_int, default=1, help="query rows per figure page")
+    parser.add_argument("--num_pages", type=int, default=1,
+                        help="figure pages to make (0 = every matching query)")
+    parser.add_argument("--num_neighbours", type=positive_int, default=5,
+                        help="neighbours per query in figures, and k of in_any@k / closest[1..k]")
+    parser.add_argument("--save_fig", action="store_true",
+                        help="save figures as numbered PNGs under data/files_to_gitignore/eval_figs/")
+    parser.add_argument("--show_nums", type=int, nargs="+", default=None, metavar="N",
+                        help="show these query numbers (rows of the eval set) instead of filtering by case")
+    parser.add_argument("--no_figures", action="store_true", help="print metrics only")
+    parser.add_argument("--query", nargs="+", default=None, metavar="PHOTO",
+                        help="embed your own photos and show their closest images in the gallery")
+    parser.add_argument("--save_embeddings", metavar="FILE", default=None,
+                        help="write the gallery embeddings with their paths and items to FILE (.npz)")
+    parser.add_argument("--knn_backend", choices=("torch", "faiss"), default="torch",
+                        help="exact kNN with chunked torch matrix products, or faiss when installed")
+    add_data_options(parser)
+    add_run_options(parser)
+    add_common_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, then run the evaluation the flags ask for."""
+    from evaluation.workflow import run_evaluation
+    run_evaluation(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

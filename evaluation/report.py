@@ -1,0 +1,33 @@
+"""Print retrieval metrics as the table both front ends end with."""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def metric_rows(k: int) -> list[tuple[str, str]]:
+    """(key, label) of the metrics shown, in DESIGN.md's order."""
+    rows = [(f"closest_{i}", f"closest[{i}]") for i in range(1, k + 1)]
+    return rows + [(f"in_any@{k}", f"in_any@{k}"), ("precision@1", "precision@1"),
+                   ("map@r", "MAP@R"), ("r_precision", "R-precision")]
+
+
+def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int) -> str:
+    """One column per model, one row per metric, values in percent.
+
+    Models side by side make the comparison with the `simple` baseline the first thing a reader
+    sees; the query counts underneath say what the percentages are of.
+    """
+    names = list(results)
+    width = max(12, *(len(n) + 2 for n in names))
+    header = f"{'metric (%)':<14}" + "".join(f"{n:>{width}}" for n in names)
+    lines = [header, "-" * len(header)]
+    for key, label in metric_rows(k):
+        cells = "".join(_cell(results[n].get(key), width) for n in names)
+        lines.append(f"{label:<14}{cells}")
+    counts = "".join(f"{int(results[n].get('num_queries', 0)):>{width}}" for n in names)
+    lines.append(f"{'queries':<14}{counts}")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{100 * value:>{width}.1f}"

@@ -1,0 +1,152 @@
+"""What `python evaluate.py` does: find and load a run, embed the gallery, metrics, figures.
+
+Kept out of evaluate.py so tests call it with an argparse Namespace instead of going through argv.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.dataset import ImageSet
+from data.decode import UnreadableImage, decode_image
+from data.sources import locate_dataset
+from data.splits import describe_skipped, load_splits
+from data.tensors import to_tensor
+from evaluation.embed import embed
+from evaluation.figures import render_pages, render_query_page, select_queries
+from evaluation.knn import knn
+from evaluation.metrics import retrieval_metrics
+from evaluation.report import format_metrics_table
+from evaluation.weights import fetch_run, pack_run
+from misc.errors import UserError
+from misc.options import run_fields
+from models import build_model
+from training.checkpoints import load_weights
+from training.config import TrainConfig
+from training.distributed import pick_device
+from training.runs import run_name
+from training.workflow import cache_dir, model_kwargs
+
+EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
+
+
+def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
+    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
+    save_dir = Path(args.save_dir)
+    if args.download_weights:
+        return fetch_run(args.weights_url, save_dir)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    else:
+        run_dir = save_dir / run_name(type(model).__name__, TrainConfig(model=args.model, **run_fields(args)))
+    if not run_dir.is_dir():
+        runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
+        listing = ", ".join(runs) if runs else "none"
+        raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
+                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir")
+    return run_dir
+
+
+def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
+    """Load the model (and checkpoint), evaluate on the held-out set, then the figures asked for."""
+    device = pick_device(args.device)
+    model = build_model(args.model, **model_kwargs(args))
+    label = args.model
+    if model.trainable or args.download_weights or args.export_weights:
+        run_dir = find_run_dir(args, model)
+        if args.export_weights:
+            print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
+            return {}
+        checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
+        label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
+    model.to(device)
+    gallery = load_gallery(args, model.input_size)
+    embeddings = embed(model, gallery, device=device)
+    if args.save_embeddings:
+        save_embeddings(Path(args.save_embeddings), embeddings, gallery)
+    if args.query:
+        show_query_results(args, model, device, gallery, embeddings)
+        return {}
+    metrics = retrieval_metrics(embeddings, gallery.labels, k=args.num_neighbours)
+    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
+    print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    if not args.no_figures:
+        show_figures(args, gallery, embeddings)
+    return metrics
+
+
+def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
+    """The evaluation split of the dataset, decoded at the model's input size."""
+    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
+    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
+                         split_seed=args.split_seed, big_ims=args.big_ims)
+    warning = describe_skipped(splits.skipped, splits.root)
+    if warning:
+        print(warning)
+    return splits.pick_eval(EVALUATE_SPLITS, args.split)
+
+
+def figure_dir(args: argparse.Namespace, case: str) -> Path:
+    return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs" / f"{args.model}_{case}"
+
+
+def show_figures(args: argparse.Namespace, gallery: ImageSet, embeddings: torch.Tensor) -> None:
+    """Pages of queries beside their nearest images, filtered by --show_case / --show_nums."""
+    dists, idx = (t.numpy() for t in knn(embeddings, args.num_neighbours, backend=args.knn_backend))
+    labels = np.asarray(gallery.labels)
+    queryable = np.bincount(labels)[labels] >= 2
+    limit = None if args.num_pages == 0 else args.num_disp * args.num_pages
+    rows = select_queries(labels[idx], labels, args.show_case, args.show_nums, limit, queryable)
+    if len(rows) == 0:
+        print(f"no query matches --show_case {args.show_case}; nothing to draw")
+        return
+    out = figure_dir(args, args.show_case)
+    pages = render_pages(gallery, rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
+                         out_dir=out if args.save_fig else None, fallback_dir=out,
+                         title=f"{args.model}: {args.show_case} cases")
+    if args.save_fig:
+        print(f"saved {len(pages)} figure page(s) of {len(rows)} queries to {out}/")
+
+
+def show_query_results(args: argparse.Namespace, model: nn.Module, device: torch.device,
+                       gallery: ImageSet, embeddings: torch.Tensor) -> None:
+    """Embed the user's photos and show their nearest gallery images."""
+    photos = np.stack([_read_photo(Path(p), model.input_size) for p in args.query])
+    with torch.inference_mode():
+        model.eval()
+        queries = model(to_tensor(photos).to(device)).float().cpu()
+    dists, idx = nearest(queries, embeddings, args.num_neighbours)
+    for path, d, i in zip(args.query, dists, idx):
+        closest = ", ".join(f"{gallery.items[gallery.labels[j]]} ({dist:.3f})" for j, dist in zip(i, d))
+        print(f"{path}: {closest}")
+    out = figure_dir(args, "query") / "queries.png"
+    saved = render_query_page(photos, [Path(p).name for p in args.query], gallery, idx, dists,
+                              out_path=out if args.save_fig else None, fallback_dir=out.parent)
+    if args.save_fig:
+        print(f"saved the query figure to {saved}")
+
+
+def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest gallery rows of a few query embeddings, ties broken by gallery index."""
+    dists = torch.cdist(queries.float(), gallery.float())
+    order = np.argsort(dists.numpy(), axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dists.numpy(), order, axis=1), order
+
+
+def _read_photo(path: Path, size: int) -> np.ndarray:
+    try:
+        return decode_image(path, size)
+    except UnreadableImage as err:
+        raise UserError(f"--query {path}: not a readable image ({err})") from err
+
+
+def save_embeddings(path: Path, embeddings: torch.Tensor, gallery: ImageSet) -> None:
+    """An .npz with embeddings (N, D), the image paths and their item names, for reuse elsewhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    items = np.asarray([gallery.items[label] for label in gallery.labels])
+    np.savez(path, embeddings=embeddings.numpy(), paths=np.asarray(gallery.paths), items=items)
+    print(f"saved {len(gallery)} embeddings to {path}")

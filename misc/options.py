@@ -1,0 +1,94 @@
+"""Command-line options shared by pipeline.py and evaluate.py.
+
+evaluate.py finds a run folder from the same training hyperparameters that named it, so both
+front ends must declare them identically: they are declared once, here.
+"""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_SAVE_DIR = "data/files_to_gitignore/models"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (epochs, batch sizes, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (e.g. --num_workers, --save_every 0 = only at the end)."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0 (learning rate, margin)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Where images come from and how they are split."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="synthetic",
+                       help="synthetic (built in, default), uob (original UoB set, downloaded), "
+                            "an http(s)/file URL of a zip/tar, or a local folder or archive")
+    group.add_argument("--dataset_dir", default="data",
+                       help="where datasets are stored, extracted and cached (default: data)")
+    group.add_argument("--big_ims", action="store_true",
+                       help="read full-size image files per sample instead of the decoded cache")
+    group.add_argument("--eval_fraction", type=float, default=0.2,
+                       help="fraction of items held out for evaluation (default 0.2)")
+    group.add_argument("--split_seed", type=int, default=0,
+                       help="seed of the item split; keep it fixed so evaluation never sees "
+                            "trained items (default 0)")
+    group.add_argument("--split", default=None,
+                       help="for pre-split archives: which split to evaluate on (val, eval, test)")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The training hyperparameters that name a run folder (and so find it again)."""
+    group = parser.add_argument_group("training hyperparameters (they name the run folder)")
+    group.add_argument("--save_dir", default=DEFAULT_SAVE_DIR,
+                       help=f"where run folders are kept (default: {DEFAULT_SAVE_DIR})")
+    group.add_argument("--batch_size", type=positive_int, default=64,
+                       help="images per step, P items x K images (default 64)")
+    group.add_argument("-lr", "--learning_rate", type=positive_float, default=0.0001,
+                       help="Adam learning rate (default 0.0001)")
+    group.add_argument("-lrd", "--lr_decay", type=positive_float, default=0.95,
+                       help="learning-rate decay factor (default 0.95)")
+    group.add_argument("-K", "--images_per_item", type=positive_int, default=4,
+                       help="K images of each item per batch (default 4)")
+    group.add_argument("--margin", type=positive_float, default=0.2,
+                       help="triplet margin on L2-normalised embeddings (default 0.2)")
+    group.add_argument("--mining", choices=("semihard", "hard", "all"), default="semihard",
+                       help="online triplet mining: semihard (default), hard (batch-hard) or all")
+    group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    group.add_argument("--no_augment", action="store_true", help="turn off augmentation")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Device and debugging switches."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA with mixed precision, else MPS, else CPU), cpu, cuda or mps")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def run_fields(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields `add_run_options` declares, from parsed args (they name the run)."""
+    return {"batch_size": args.batch_size, "images_per_item": args.images_per_item,
+            "learning_rate": args.learning_rate, "lr_decay": args.lr_decay, "margin": args.margin,
+            "mining": args.mining, "seed": args.seed, "augment": not args.no_augment}
