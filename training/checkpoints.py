@@ -56,7 +56,8 @@ def available_epochs(run_dir: Path) -> list[int]:
 def save_checkpoint(run_dir: Path, epoch: int, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus the format version) as ``<run_dir>/<epoch>.pth`` atomically."""
     path = checkpoint_path(run_dir, epoch)
-    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **state}, f))
+    contents = {"format_version": FORMAT_VERSION, "epoch": epoch, **state}
+    atomic_write(path, lambda f: torch.save(contents, f))
     return path
 
 
@@ -110,8 +111,9 @@ def load_model_state(model: nn.Module, checkpoint: Checkpoint, model_name: str) 
     try:
         model.load_state_dict(checkpoint.state["model"])
     except RuntimeError as err:
-        raise UserError(f"{checkpoint.path}: weights do not fit {expected[1]} "
-                        f"({str(err).splitlines()[0]}); it was trained with another model version") from err
+        first_line = str(err).splitlines()[0]
+        raise UserError(f"{checkpoint.path}: weights do not fit {expected[1]} ({first_line}); it was "
+                        "trained with another version of the model") from err
 
 
 def load_weights(model: nn.Module, run_dir: Path, model_name: str,

@@ -46,8 +46,8 @@ class PKSampler:
     def batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches of ``epoch``: ``len(self)`` int64 arrays of P*K dataset rows."""
         rng = np.random.default_rng([self.seed, epoch])
-        groups = [np.resize(rng.permutation(images), -(-len(images) // self.k) * self.k).reshape(-1, self.k)
-                  for images in self.item_images]
+        groups = [np.resize(rng.permutation(images), -(-len(images) // self.k) * self.k)
+                  .reshape(-1, self.k) for images in self.item_images]
         groups = np.concatenate(groups)[rng.permutation(sum(len(g) for g in groups))]
         usable = self.num_batches * self.world_size * self.p
         epoch_batches = groups[:usable].reshape(-1, self.p * self.k)

@@ -100,7 +100,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
         net = _wrap(model, ctx)
         training = _Training(config, ctx, net, optimizer, scaler, amp)
         epochs = tqdm(range(start + 1, config.epochs + 1), initial=start, total=config.epochs,
-                      desc=run_dir.name, disable=not ctx.is_main, unit="epoch")
+                      desc=run_dir.name, disable=_bars_off(ctx), unit="epoch")
         for epoch in epochs:
             started = time.perf_counter()
             loss, triplets = _train_epoch(training, train_set, sampler, epoch)
@@ -191,7 +191,7 @@ def _train_epoch(t: _Training, train_set: ImageSet, sampler: PKSampler,
     batches = _load_batches(train_set, sampler.batches(epoch), t.config.num_workers,
                             pin=device.type == "cuda")
     for images, labels in tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False,
-                               disable=not t.ctx.is_main, unit="step"):
+                               disable=_bars_off(t.ctx), unit="step"):
         x = to_tensor(images.to(device, non_blocking=True))
         if t.config.augment:
             x = augment(x, generator)
@@ -209,6 +209,11 @@ def _train_epoch(t: _Training, train_set: ImageSet, sampler: PKSampler,
         active += out.active
     steps = finite_steps.item()
     return (loss_sum.item() / steps if steps else math.nan), active.item() / len(sampler)
+
+
+def _bars_off(ctx: DistContext) -> bool | None:
+    """Progress bars on rank 0 only, and (None) only on a terminal, so log files stay clean."""
+    return None if ctx.is_main else True
 
 
 def _seed(*parts: int) -> int:
