@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (best one kept)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
-    logging.getLogger("models").setLevel(logging.ERROR)   # "training from scratch" notices
+    logging.getLogger("models").setLevel(logging.ERROR)   # "no pretrained weights" notices
     torch.manual_seed(0)
     print(HEADER.format(bs=args.batch_size))
     for name in args.models:

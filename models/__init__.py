@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from typing import Any
 
 from torch import nn
 
 from misc.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # name -> (module, class). The class name also names the run folder of a trained model.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -39,14 +42,13 @@ def model_class(name: str) -> type[nn.Module]:
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build model ``name``; kwargs go to its constructor.
 
-    Options a model does not take are dropped when they are unset (None or False), so a front end
-    can pass e.g. ``pretrained_weights=args.pretrained_weights`` to every model; a set option that
-    the model cannot use is a UserError rather than being silently ignored.
+    Options the model does not take are dropped, with a one-line notice when they were set: one
+    command can train several models (``-m simple_net resnet18 --pretrained_weights FILE``) and
+    the backbone options concern only some of them.
     """
     cls = model_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     for key, value in kwargs.items():
         if key not in accepted and value is not None and value is not False:
-            raise UserError(f"--{key}: does not apply to model {name}; "
-                            f"drop it or use a model that takes it")
+            log.warning("--%s does not apply to model %s; ignored for it", key, name)
     return cls(**{k: v for k, v in kwargs.items() if k in accepted})

@@ -3,7 +3,7 @@
 Nothing is ever downloaded: pretrained ImageNet weights come from a local file
 (``pretrained_weights``) or, failing that, from torchvision's own cache
 (``<torch.hub.get_dir()>/checkpoints/<standard file name>``) when it is already there. Without
-either, the backbone trains from scratch and a one-line notice says so. ``freeze_backbone`` trains
+either, the backbone starts from random weights (trains from scratch) and a one-line notice says so. ``freeze_backbone`` trains
 the head only (the DVC variant's setup), which only makes sense on top of pretrained weights.
 """
 from __future__ import annotations
@@ -85,8 +85,9 @@ class TorchvisionEmbedder(EmbeddingNet):
             raise UserError("--freeze_backbone needs pretrained weights; pass --pretrained_weights FILE "
                             f"(the torchvision {self.architecture} ImageNet state_dict)")
         else:
-            log.warning("%s: no pretrained weights (no --pretrained_weights, none in %s); training from scratch",
-                        self.architecture, Path(torch.hub.get_dir()) / "checkpoints")
+            log.warning("%s: no pretrained weights (no --pretrained_weights, none in %s); "
+                        "the backbone starts from random weights", self.architecture,
+                        Path(torch.hub.get_dir()) / "checkpoints")
         super().__init__(backbone, self.make_head(emb_dim), input_size or self.default_input_size, emb_dim)
         self.pretrained = source is not None
         self.frozen = freeze_backbone

@@ -143,11 +143,14 @@ def test_unknown_model_lists_valid_names():
         build_model("no_such_net")
 
 
-def test_unset_options_are_ignored_set_ones_rejected():
-    model = build_model("simple_net", pretrained_weights=None, freeze_backbone=False)
+def test_options_a_model_does_not_take_are_dropped_with_a_notice(caplog):
+    with caplog.at_level(logging.WARNING, logger="models"):
+        build_model("simple_net", pretrained_weights=None, freeze_backbone=False)
+        assert not caplog.records
+        model = build_model("simple_net", pretrained_weights="resnet18.pth")
     assert model.emb_dim == 64
-    with pytest.raises(UserError, match="--freeze_backbone: does not apply to model simple_net"):
-        build_model("simple_net", freeze_backbone=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--pretrained_weights does not apply to model simple_net; ignored for it"]
 
 
 def test_freeze_backbone_without_weights_is_a_user_error():
@@ -159,7 +162,7 @@ def test_no_weights_trains_from_scratch_with_a_notice(caplog):
     with caplog.at_level(logging.WARNING, logger="models"):
         model = _build("resnet18")
     assert model.pretrained is False
-    assert "training from scratch" in caplog.text and len(caplog.records) == 1
+    assert "backbone starts from random weights" in caplog.text and len(caplog.records) == 1
 
 
 def test_pretrained_weights_loaded_from_local_file(tmp_path):
