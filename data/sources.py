@@ -41,8 +41,7 @@ def _synthetic_root(dataset_dir: Path, seed: int) -> Path:
     root = dataset_dir / ("synthetic" if seed == 0 else f"synthetic_seed{seed}")
     if not (root / ".synthetic.json").exists():
         print(f"generating the built-in synthetic dataset in {root} ...")
-        generate_synthetic(root, seed=seed)
-    return root
+    return generate_synthetic(root, seed=seed)  # returns at once when it is already complete
 
 
 def _archive_stem(url_or_name: str) -> str:
