@@ -2,6 +2,7 @@
 
     python -m misc.model_table                       # all models
     python -m misc.model_table -m simple simple_net  # some of them
+    python -m misc.model_table --threads 1           # steadier on a busy machine
 
 Throughput is measured on this machine's CPU (forward + backward, batch 32, best of a few steps),
 so it is a quick comparison between models, not a benchmark; the torch thread count is printed
@@ -40,14 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-m", "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (best one kept)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 gives steadier numbers "
+                             "on a machine that other jobs are using")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("models").setLevel(logging.ERROR)   # "no pretrained weights" notices
     torch.manual_seed(0)
     print(HEADER.format(bs=args.batch_size))
     for name in args.models:
         print(table_row(name, args.batch_size, args.steps), flush=True)
-    print(f"\n({torch.get_num_threads()} CPU threads, torch {torch.__version__})")
+    print(f"\n(torch {torch.__version__}, CPU threads: {torch.get_num_threads()})")
     return 0
 
 
