@@ -12,6 +12,7 @@ import argparse
 from typing import Sequence
 
 from misc.cli import run_main
+from misc.params import add_params_option, parse_with_params
 from misc.options import (add_common_options, add_data_options, add_run_options, positive_int)
 
 DEFAULT_MODEL = "simple_net"
@@ -61,16 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the gallery embeddings with their paths and items to FILE (.npz)")
     parser.add_argument("--knn_backend", choices=("torch", "faiss"), default="torch",
                         help="exact kNN with chunked torch matrix products, or faiss when installed")
+    parser.add_argument("--reports_dir", default=None,
+                        help="also write metrics.json, training curves and an embedding plot here")
+    parser.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                        help="2-D projection of the embedding plot in --reports_dir")
+    parser.add_argument("--list_runs", action="store_true",
+                        help="print every run under --save_dir (hyperparameters, last epoch, best score) and exit")
     add_data_options(parser)
     add_run_options(parser)
     add_common_options(parser)
+    add_params_option(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, then run the evaluation the flags ask for."""
     from evaluation.workflow import run_evaluation
-    run_evaluation(build_parser().parse_args(argv))
+    run_evaluation(parse_with_params(build_parser(), argv))
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from misc.cli import run_main
+from misc.params import add_params_option, parse_with_params
 from misc.options import (add_common_options, add_data_options, add_run_options,
                           non_negative_int, positive_int)
 
@@ -36,16 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="background processes reading images (useful with --big_ims)")
     parser.add_argument("--num_neighbours", type=positive_int, default=5,
                         help="k of in_any@k and closest[1..k] in the final table")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="fetch/generate the dataset and build its caches, then stop (dvc's prepare stage)")
     add_data_options(parser)
     add_run_options(parser)
     add_common_options(parser)
+    add_params_option(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, then run data -> train -> evaluate for each model and print the comparison."""
     from training.workflow import run_pipeline
-    run_pipeline(build_parser().parse_args(argv))
+    run_pipeline(parse_with_params(build_parser(), argv))
     return 0
 
 

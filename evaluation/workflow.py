@@ -23,13 +23,13 @@ from evaluation.metrics import retrieval_metrics
 from evaluation.report import format_metrics_table
 from evaluation.weights import fetch_run, pack_run
 from misc.errors import UserError
-from misc.options import run_fields
+from misc.compare_runs import format_runs_table, list_runs
+from misc.reports import write_reports
 from models import build_model
 from training.checkpoints import load_weights
-from training.config import TrainConfig
 from training.distributed import pick_device
 from training.runs import run_name
-from training.workflow import cache_dir, model_kwargs
+from training.workflow import cache_dir, model_kwargs, run_config
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
@@ -42,7 +42,7 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, TrainConfig(model=args.model, **run_fields(args)))
+        run_dir = save_dir / run_name(type(model).__name__, run_config(args, args.model, model))
     if not run_dir.is_dir():
         runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
         listing = ", ".join(runs) if runs else "none"
@@ -53,9 +53,12 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     """Load the model (and checkpoint), evaluate on the held-out set, then the figures asked for."""
+    if args.list_runs:
+        print(format_runs_table(list_runs(Path(args.save_dir))))
+        return {}
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label = args.model
+    label, run_dir = args.model, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
@@ -74,6 +77,10 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     metrics = retrieval_metrics(embeddings, gallery.labels, k=args.num_neighbours)
     print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
     print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    if args.reports_dir:
+        written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
+                                embeddings=embeddings, image_set=gallery, projection=args.projection)
+        print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
     if not args.no_figures:
         show_figures(args, gallery, embeddings)
     return metrics

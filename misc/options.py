@@ -78,6 +78,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="online triplet mining: semihard (default), hard (batch-hard) or all")
     group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     group.add_argument("--no_augment", action="store_true", help="turn off augmentation")
+    group.add_argument("--embedding_size", type=positive_int, default=None,
+                       help="embedding dimension (default: the model's own, e.g. 64 for simple_net)")
+    group.add_argument("--pretrained_weights", default=None, metavar="FILE",
+                       help="torchvision models: a local ImageNet state_dict for the backbone "
+                            "(else torchvision's local cache; nothing is downloaded)")
+    group.add_argument("--freeze_backbone", action="store_true",
+                       help="torchvision models: train only the embedding head (needs pretrained weights)")
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -91,4 +98,5 @@ def run_fields(args: argparse.Namespace) -> dict:
     """The TrainConfig fields `add_run_options` declares, from parsed args (they name the run)."""
     return {"batch_size": args.batch_size, "images_per_item": args.images_per_item,
             "learning_rate": args.learning_rate, "lr_decay": args.lr_decay, "margin": args.margin,
-            "mining": args.mining, "seed": args.seed, "augment": not args.no_augment}
+            "mining": args.mining, "seed": args.seed, "augment": not args.no_augment,
+            "embedding_size": args.embedding_size, "freeze_backbone": args.freeze_backbone}

@@ -45,6 +45,9 @@ class TrainConfig:
     mining: str = "semihard"
     seed: int = 0
     augment: bool = True
+    embedding_size: int | None = None
+    pretrained: bool = False
+    freeze_backbone: bool = False
     device: str = "auto"
     amp: bool | None = None
     num_workers: int = 2

@@ -30,7 +30,8 @@ STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1
 # TrainConfig field that changes what training produces. epochs, device, amp, num_workers and the
 # eval/save periods are not here, so a run can be continued with more epochs or on another device.
 _EXTRA_NAME_PARTS = {"images_per_item": "K", "margin": "margin", "mining": "mining", "seed": "seed",
-                     "augment": "augment"}
+                     "augment": "augment", "embedding_size": "emb", "pretrained": "pretrained",
+                     "freeze_backbone": "frozen"}
 
 
 def run_name(model_class: str, config: TrainConfig) -> str:

@@ -18,6 +18,7 @@ from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from evaluation.report import format_metrics_table
 from misc.options import run_fields
+from misc.params import write_effective_params
 from models import build_model
 from training.config import TrainConfig
 from training.distributed import DistContext, setup
@@ -31,17 +32,24 @@ def cache_dir(dataset_dir: str | Path) -> Path:
     return Path(dataset_dir) / "files_to_gitignore" / "cache"
 
 
-def train_config(args: argparse.Namespace, model_name: str) -> TrainConfig:
-    """The TrainConfig of one model from the parsed command line."""
-    return TrainConfig(model=model_name, epochs=args.epochs, device=args.device,
-                       num_workers=args.num_workers, eval_every=args.eval_every,
-                       save_every=args.save_every, **run_fields(args))
+def run_config(args: argparse.Namespace, model_name: str, model: nn.Module, **extra) -> TrainConfig:
+    """The TrainConfig whose run folder this model and command line train into (or load from)."""
+    return TrainConfig(model=model_name, pretrained=bool(getattr(model, "pretrained", False)),
+                       **run_fields(args), **extra)
+
+
+def train_config(args: argparse.Namespace, model_name: str, model: nn.Module) -> TrainConfig:
+    """The full TrainConfig of one model from the parsed command line."""
+    return run_config(args, model_name, model, epochs=args.epochs, device=args.device,
+                      num_workers=args.num_workers, eval_every=args.eval_every,
+                      save_every=args.save_every)
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
-    """Options only some models take (pretrained backbones), passed when the user set them."""
-    keys = ("pretrained_weights", "freeze_backbone")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None)}
+    """Constructor options from the command line; build_model drops those a model does not take."""
+    chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
+              "freeze_backbone": args.freeze_backbone}
+    return {key: value for key, value in chosen.items() if value not in (None, False)}
 
 
 def prepare_data(args: argparse.Namespace, ctx: DistContext) -> Path:
@@ -83,11 +91,16 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if ctx.is_main:
             _report_data(splits, args.dataset_stats and number == 0)
         eval_set = splits.pick_eval(TRAIN_EVAL_SPLITS, args.split)
+        if args.prepare_only:
+            continue
         if model.trainable:
-            train(train_config(args, name), model, splits.sets["train"], eval_set, Path(args.save_dir))
+            result = train(train_config(args, name, model), model, splits.sets["train"], eval_set,
+                           Path(args.save_dir))
+            if ctx.is_main:
+                write_effective_params(args, result.run_dir, model=name)
         if ctx.is_main:
             results[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
-    if ctx.is_main:
+    if ctx.is_main and results:
         print(f"\nretrieval on {len(eval_set)} held-out images of {len(eval_set.items)} items "
               f"({root}):")
         print(format_metrics_table(results, args.num_neighbours))
