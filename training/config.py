@@ -28,6 +28,8 @@ class TrainConfig:
         with unnormalised outputs.
     mining: "semihard" (FaceNet), "hard" (batch-hard) or "all" (batch-all); see training.loss.
     batch_size: images per step on each process, = P items x K (``images_per_item``) images.
+    embedding_size, pretrained, freeze_backbone: how the model was built; they change what
+        training produces, so they name the run folder (set by the front end from the model).
     device: "auto" (CUDA, else MPS, else CPU), "cpu", "mps", "cuda" or "cuda:N".
     amp: mixed precision (float16 autocast + GradScaler), CUDA only; None = on when on CUDA.
     num_workers: background threads that read and stage the next batches (0 = in the loop).
