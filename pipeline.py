@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval_every", type=positive_int, default=2, help="evaluate every N epochs")
     parser.add_argument("--save_every", type=non_negative_int, default=10,
                         help="checkpoint every N epochs (and always at the end); 0 = only at the end")
-    parser.add_argument("--num_workers", type=non_negative_int, default=0,
-                        help="background processes reading images (useful with --big_ims)")
+    parser.add_argument("--num_workers", type=non_negative_int, default=1,
+                        help="threads reading the next batches ahead of the training step "
+                             "(more help with --big_ims; 0 = read in the loop)")
     parser.add_argument("--num_neighbours", type=positive_int, default=5,
                         help="k of in_any@k and closest[1..k] in the final table")
     parser.add_argument("--prepare_only", action="store_true",

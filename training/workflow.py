@@ -86,6 +86,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     root = prepare_data(args, ctx)
     results: dict[str, dict[str, float]] = {}
     for number, name in enumerate(args.models_list):
+        torch.manual_seed(args.seed)  # the same command starts from the same initial weights
         model = build_model(name, **model_kwargs(args))
         splits = load_model_splits(root, model.input_size, args, ctx)
         if ctx.is_main:
