@@ -12,8 +12,8 @@ import argparse
 from typing import Sequence
 
 from misc.cli import run_main
-from misc.params import add_params_option, parse_with_params
-from misc.options import (add_common_options, add_data_options, add_run_options, positive_int)
+from misc.params import parse_with_params
+from misc.options import add_shared_options, positive_int
 
 DEFAULT_MODEL = "simple_net"
 
@@ -68,10 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="2-D projection of the embedding plot in --reports_dir")
     parser.add_argument("--list_runs", action="store_true",
                         help="print every run under --save_dir (hyperparameters, last epoch, best score) and exit")
-    add_data_options(parser)
-    add_run_options(parser)
-    add_common_options(parser)
-    add_params_option(parser)
+    add_shared_options(parser)
     return parser
 
 

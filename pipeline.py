@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from misc.cli import run_main
-from misc.params import add_params_option, parse_with_params
-from misc.options import (add_common_options, add_data_options, add_run_options,
-                          non_negative_int, positive_int)
+from misc.params import parse_with_params
+from misc.options import add_shared_options, non_negative_int, positive_int
 
 DEFAULT_MODELS = ["simple", "simple_net"]
 
@@ -40,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="k of in_any@k and closest[1..k] in the final table")
     parser.add_argument("--prepare_only", action="store_true",
                         help="fetch/generate the dataset and build its caches, then stop (dvc's prepare stage)")
-    add_data_options(parser)
-    add_run_options(parser)
-    add_common_options(parser)
-    add_params_option(parser)
+    add_shared_options(parser)
     return parser
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from misc.params import add_params_option
+
 DEFAULT_SAVE_DIR = "data/files_to_gitignore/models"
 
 
@@ -100,3 +102,11 @@ def run_fields(args: argparse.Namespace) -> dict:
             "learning_rate": args.learning_rate, "lr_decay": args.lr_decay, "margin": args.margin,
             "mining": args.mining, "seed": args.seed, "augment": not args.no_augment,
             "embedding_size": args.embedding_size, "freeze_backbone": args.freeze_backbone}
+
+
+def add_shared_options(parser: argparse.ArgumentParser) -> None:
+    """Everything pipeline.py and evaluate.py both take: data, run hyperparameters, device, --params."""
+    add_data_options(parser)
+    add_run_options(parser)
+    add_common_options(parser)
+    add_params_option(parser)
