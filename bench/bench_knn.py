@@ -9,6 +9,9 @@ methods' metrics are compared on that subset, so the table only reports a speed-
 methods that agree.
 
     python bench/bench_knn.py [--sizes 1000 2000 4000] [--dim 128] [--subset 100]
+
+On a busy machine, prefix OMP_NUM_THREADS=1: both sides then run on one core, and OpenMP threads
+stalled by other processes no longer swamp the timings.
 """
 from __future__ import annotations
 
