@@ -74,7 +74,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.query:
         show_query_results(args, model, device, gallery, embeddings)
         return {}
-    metrics = retrieval_metrics(embeddings, gallery.labels, k=args.num_neighbours)
+    metrics = retrieval_metrics(embeddings, gallery.labels, k=args.num_neighbours, backend=args.knn_backend)
     print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
     print(format_metrics_table({args.model: metrics}, args.num_neighbours))
     if args.reports_dir:
