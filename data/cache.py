@@ -76,7 +76,10 @@ def _open(index: DatasetIndex, array_path: Path, meta_path: Path) -> ImageCache:
 
 def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
            progress: bool) -> ImageCache:
-    """Decode with a thread pool (PIL releases the GIL) straight into a temporary memmap."""
+    """Decode with a thread pool (PIL releases the GIL) straight into a temporary memmap.
+
+    The progress bar shows only on a terminal (tqdm's disable=None), so logs stay clean.
+    """
     tmp_array = array_path.with_suffix(".npy.tmp")
     images = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8,
                                        shape=(len(index), size, size, 3))
@@ -92,7 +95,7 @@ def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        list(tqdm(pool.map(decode_row, range(len(index))), total=len(index), disable=not progress,
+        list(tqdm(pool.map(decode_row, range(len(index))), total=len(index), disable=None if progress else True,
                   desc=f"caching {index.root.name} at {size}px", unit="img", leave=False))
     rows = np.flatnonzero(ok)
     compact = _compact(images, rows, tmp_array, array_path)

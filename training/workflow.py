@@ -32,13 +32,14 @@ def cache_dir(dataset_dir: str | Path) -> Path:
     return Path(dataset_dir) / "files_to_gitignore" / "cache"
 
 
-def run_config(args: argparse.Namespace, model_name: str, model: nn.Module, **extra) -> TrainConfig:
+def run_config(args: argparse.Namespace, model_name: str, model: nn.Module | None,
+               **extra) -> TrainConfig:
     """The TrainConfig whose run folder this model and command line train into (or load from)."""
     return TrainConfig(model=model_name, pretrained=bool(getattr(model, "pretrained", False)),
                        **run_fields(args), **extra)
 
 
-def train_config(args: argparse.Namespace, model_name: str, model: nn.Module) -> TrainConfig:
+def train_config(args: argparse.Namespace, model_name: str, model: nn.Module | None) -> TrainConfig:
     """The full TrainConfig of one model from the parsed command line."""
     return run_config(args, model_name, model, epochs=args.epochs, device=args.device,
                       num_workers=args.num_workers, eval_every=args.eval_every,
@@ -83,6 +84,8 @@ def evaluate_model(model: nn.Module, eval_set: ImageSet, k: int, device: torch.d
 def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Train every model of ``args.models_list`` and return (and print) their eval metrics."""
     ctx = setup(args.device)
+    for name in args.models_list:  # bad hyperparameters fail now, not after a download
+        train_config(args, name, model=None)
     root = prepare_data(args, ctx)
     results: dict[str, dict[str, float]] = {}
     for number, name in enumerate(args.models_list):
