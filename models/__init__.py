@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # name -> (module, class). The class name also names the run folder of a trained model.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "simple": ("models.simple", "ColourStats"),
+    "dom_colours": ("models.dom_colours", "DominantColours"),
     "simple_net": ("models.simple_net", "SimpleNet"),
     "big_net": ("models.big_net", "BigNet"),
     "facenet": ("models.facenet", "FaceNetInception"),
