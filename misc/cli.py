@@ -1,4 +1,5 @@
 """Shared glue for the command-line front ends (pipeline.py, evaluate.py)."""
+import io
 import sys
 from typing import Callable, Sequence
 
@@ -8,20 +9,40 @@ from misc.errors import UserError
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``main`` and turn a ``UserError`` into ``error: <message>`` on stderr, exit code 2.
 
-    ``--debug`` anywhere in argv lets the traceback through instead, for bug reports.
+    An ``OSError`` that reaches this far (a file where a folder should be, no permission, a full
+    disk) is the machine's answer to a path the user gave, so it is reported the same way, naming
+    the file. ``--debug`` anywhere in argv lets the traceback through instead, for bug reports.
     Ctrl-C exits with 130 and one line, not a traceback.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    _never_fail_on_odd_names()
     try:
         return int(main(args) or 0)
-    except UserError as err:
+    except (UserError, OSError) as err:
         if "--debug" in args:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err) if isinstance(err, UserError) else _describe_os_error(err)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if "--debug" in args:
             raise
-        print("interrupted: the last completed checkpoint is kept; re-run the same command to resume",
-              file=sys.stderr)
+        print("interrupted: finished checkpoints, downloads and caches are kept; re-run the same "
+              "command to carry on", file=sys.stderr)
         return 130
+
+
+def _never_fail_on_odd_names() -> None:
+    """File names that are not valid UTF-8 reach Python as lone surrogates, which a strict
+    stdout cannot encode: printing such a path must show ``\\udcff``, not crash the run."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _describe_os_error(err: OSError) -> str:
+    """``<file>: <the OS's reason>; <what to check>`` from an OSError, on one line."""
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    why = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    return (f"{where or 'file system'}: {why}; check that path (a file where a folder should be?), "
+            "its permissions and the free disk space (--debug shows where it failed)")
