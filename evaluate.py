@@ -13,7 +13,7 @@ from typing import Sequence
 
 from misc.cli import run_main
 from misc.params import parse_with_params
-from misc.options import add_shared_options, positive_int
+from misc.options import add_shared_options, non_negative_int, positive_int
 
 DEFAULT_MODEL = "simple_net"
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-sc", "--show_case", choices=CASES, default="both",
                         help="figures of queries whose neighbours include the same item (pass), none (fail), or both")
     parser.add_argument("--num_disp", type=positive_int, default=1, help="query rows per figure page")
-    parser.add_argument("--num_pages", type=int, default=1,
+    parser.add_argument("--num_pages", type=non_negative_int, default=1,
                         help="figure pages to make (0 = every matching query)")
     parser.add_argument("--num_neighbours", type=positive_int, default=5,
                         help="neighbours per query in figures, and k of in_any@k / closest[1..k]")

@@ -6,8 +6,10 @@ front ends must declare them identically: they are declared once, here.
 from __future__ import annotations
 
 import argparse
+import math
 
 from misc.params import add_params_option
+from training.config import DEVICE_PATTERN
 
 DEFAULT_SAVE_DIR = "data/files_to_gitignore/models"
 
@@ -32,14 +34,21 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a float > 0 (learning rate, margin)."""
+    """argparse type: a finite float > 0 (learning rate, margin); 'inf' would only diverge."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number greater than 0")
     return value
+
+
+def device_name(text: str) -> str:
+    """argparse type for --device, checked here so a typo is a usage error, not a torch traceback."""
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, mps, cuda or cuda:N")
+    return text
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +100,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Device and debugging switches."""
-    parser.add_argument("--device", default="auto",
+    parser.add_argument("--device", type=device_name, default="auto",
                         help="auto (CUDA with mixed precision, else MPS, else CPU), cpu, cuda or mps")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
