@@ -24,7 +24,7 @@ class DatasetIndex:
     root: Path
     paths: list[str]                 # relative to root, posix separators
     labels: np.ndarray               # (N,) int64 index into items
-    items: list[str]                 # item (folder) names, sorted
+    items: list[str]                 # item (folder) names, sorted, `printable`
     ignored: list[str] = field(default_factory=list)  # non-image or unsafe files, relative
 
     def __len__(self) -> int:
@@ -75,7 +75,18 @@ def index_folder(root: Path) -> DatasetIndex:
         raise UserError(f"{root}: no images found; expected <root>/<item>/<image>.jpg "
                         f"(image types: {', '.join(sorted(IMAGE_SUFFIXES))})")
     items, labels = np.unique(np.array(owners), return_inverse=True)
-    return DatasetIndex(root, paths, labels.astype(np.int64), [str(i) for i in items], ignored)
+    names = [printable(str(item)) for item in items]
+    return DatasetIndex(root, paths, labels.astype(np.int64), names, ignored)
+
+
+def printable(name: str) -> str:
+    """``name`` with any undecodable byte shown as ``\\udcXX``.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates in it: fine for
+    opening the file, but matplotlib, strict terminals and UTF-8 encoders refuse to draw or
+    write it. Item names are only ever shown, so they are kept in this form; paths keep theirs.
+    """
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _walk_files(folder: Path) -> list[Path]:

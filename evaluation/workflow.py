@@ -13,6 +13,7 @@ from torch import nn
 
 from data.dataset import ImageSet
 from data.decode import UnreadableImage, decode_image
+from data.index import printable
 from data.sources import locate_dataset
 from data.splits import describe_skipped, load_splits
 from data.tensors import to_tensor
@@ -131,7 +132,8 @@ def show_query_results(args: argparse.Namespace, model: nn.Module, device: torch
         closest = ", ".join(f"{gallery.items[gallery.labels[j]]} ({dist:.3f})" for j, dist in zip(i, d))
         print(f"{path}: {closest}")
     out = figure_dir(args, "query") / "queries.png"
-    saved = render_query_page(photos, [Path(p).name for p in args.query], gallery, idx, dists,
+    names = [printable(Path(p).name) for p in args.query]
+    saved = render_query_page(photos, names, gallery, idx, dists,
                               out_path=out if args.save_fig else None, fallback_dir=out.parent)
     if args.save_fig:
         print(f"saved the query figure to {saved}")
