@@ -7,12 +7,21 @@ unchanged dataset opens instantly and a changed one is rebuilt.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first builds are not guarded there
+    fcntl = None
 
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +31,7 @@ from data.index import DatasetIndex
 from misc.errors import UserError
 
 CACHE_VERSION = 1
+TEMP_SUFFIX = ".tmp"
 
 
 @dataclass
@@ -44,16 +54,37 @@ def fingerprint(index: DatasetIndex, size: int) -> str:
 
 def build_or_load_cache(index: DatasetIndex, size: int, cache_dir: Path,
                         *, progress: bool = True) -> ImageCache:
-    """Open the cache for (index, size) if it is current, otherwise decode everything into it."""
+    """Open the cache for (index, size) if it is current, otherwise decode everything into it.
+
+    Building holds a lock on the key, so two runs started together on a new dataset decode it
+    once between them instead of writing over each other's files. A cache that cannot be read
+    (a deleted or damaged file) is derived data: it is rebuilt, with a warning.
+    """
     source = _source_id(index.root)
     key = f"{source}_{size}px_{fingerprint(index, size)}"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = cache_dir / f"{key}.json"
-    if meta_path.exists():
-        return _open(index, cache_dir / f"{key}.npy", meta_path)
-    cache = _build(index, size, cache_dir / f"{key}.npy", meta_path, progress)
-    _remove_stale(cache_dir, f"{source}_{size}px_", keep=key)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{cache_dir}: cannot create the image cache folder ({err.strerror or err}); "
+                        "choose another --dataset_dir") from err
+    array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    with _build_lock(cache_dir / f"{key}.lock"):
+        cache = _open(index, size, array_path, meta_path) if meta_path.exists() else None
+        if cache is None:
+            cache = _build_cleanly(index, size, array_path, meta_path, progress)
+            _remove_stale(cache_dir, f"{source}_{size}px_", keep=key)
     return cache
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (released by the OS if the process dies); none on Windows."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _source_id(root: Path) -> str:
@@ -63,15 +94,42 @@ def _source_id(root: Path) -> str:
     return f"{name}-{where}"
 
 
-def _open(index: DatasetIndex, array_path: Path, meta_path: Path) -> ImageCache:
+def _open(index: DatasetIndex, size: int, array_path: Path, meta_path: Path) -> ImageCache | None:
+    """The cache on disk, or None (with a warning) when it is missing, damaged or inconsistent."""
     try:
         meta = json.loads(meta_path.read_text())
         images = np.load(array_path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise UserError(f"{array_path}: image cache is unreadable ({err}); delete it and re-run "
-                        "to rebuild") from err
-    kept = np.asarray(meta["rows"], dtype=np.int64)
-    return ImageCache(images, index.subset(kept), [tuple(s) for s in meta["skipped"]])
+        kept = np.asarray(meta["rows"], dtype=np.int64)
+        skipped = [(path, why) for path, why in meta["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"{array_path}: image cache is unreadable ({type(err).__name__}); "
+                      "rebuilding it", stacklevel=3)
+        return None
+    if images.shape != (len(kept), size, size, 3) or images.dtype != np.uint8 or \
+            (len(kept) and not 0 <= kept.min() <= kept.max() < len(index)):
+        warnings.warn(f"{array_path}: image cache does not match its dataset; rebuilding it",
+                      stacklevel=3)
+        return None
+    return ImageCache(images, index.subset(kept), skipped)
+
+
+def _build_cleanly(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
+                   progress: bool) -> ImageCache:
+    """`_build`, turning a full disk into a one-line error and never leaving temporary files.
+
+    Called under the key's lock, so any temporary file of this key is a leftover of a killed
+    build (or of this one, on failure) and can go.
+    """
+    try:
+        return _build(index, size, array_path, meta_path, progress)
+    except OSError as err:
+        needed = len(index) * size * size * 3 / 2**20
+        raise UserError(f"{array_path.parent}: cannot write the image cache ({err.strerror or err}); "
+                        f"it needs about {needed:,.1f} MB: free disk space or choose another "
+                        "--dataset_dir") from err
+    finally:
+        for leftover in array_path.parent.glob(f"{array_path.stem}.*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
 
 def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
@@ -80,9 +138,8 @@ def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
 
     The progress bar shows only on a terminal (tqdm's disable=None), so logs stay clean.
     """
-    tmp_array = array_path.with_suffix(".npy.tmp")
-    images = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8,
-                                       shape=(len(index), size, size, 3))
+    tmp_array = _temp_name(array_path, 1)
+    images = _reserved_memmap(tmp_array, (len(index), size, size, 3))
     ok = np.zeros(len(index), dtype=bool)
     skipped: list[tuple[str, str]] = []
 
@@ -107,13 +164,13 @@ def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
 def _compact(images: np.ndarray, rows: np.ndarray, tmp_array: Path, array_path: Path) -> np.ndarray:
     """Drop the rows of skipped images and move the array to its final name."""
     if len(rows) < len(images):
-        final = np.lib.format.open_memmap(array_path.with_suffix(".npy.tmp2"), mode="w+",
-                                          dtype=np.uint8, shape=(len(rows),) + images.shape[1:])
+        tmp_final = _temp_name(array_path, 2)
+        final = _reserved_memmap(tmp_final, (len(rows),) + images.shape[1:])
         final[:] = images[rows]
         final.flush()
-        del images
+        del images, final
         tmp_array.unlink()
-        os.replace(array_path.with_suffix(".npy.tmp2"), array_path)
+        os.replace(tmp_final, array_path)
     else:
         images.flush()
         del images
@@ -121,9 +178,33 @@ def _compact(images: np.ndarray, rows: np.ndarray, tmp_array: Path, array_path: 
     return np.load(array_path, mmap_mode="r")
 
 
+def _temp_name(path: Path, number: int) -> Path:
+    """``<key>.npy.<n>.tmp``: the key's prefix, so `_remove_stale` and `_build_cleanly` find it."""
+    return path.with_name(f"{path.stem}.{path.suffix.lstrip('.')}.{number}{TEMP_SUFFIX}")
+
+
+def _reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A new uint8 .npy memmap whose disk blocks are allocated up front.
+
+    A memmap over a sparse file that the disk cannot fill kills the process with SIGBUS at some
+    write; reserving the space first turns a full disk into an ordinary OSError (ENOSPC) here.
+    """
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as handle:
+            try:
+                os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
+            except OSError as err:
+                if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # cannot reserve: go unreserved
+                    raise
+    return images
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload))
+    """ASCII JSON: non-UTF-8 file names (lone surrogates) are written as \\udcXX escapes and read
+    back exactly, so skipped-file names survive the round trip."""
+    tmp = _temp_name(path, 1)
+    tmp.write_text(json.dumps(payload, ensure_ascii=True), encoding="ascii")
     os.replace(tmp, path)
 
 
