@@ -6,12 +6,16 @@ ever sees (S, S, 3) uint8.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 120_000_000  # refuse decompression bombs before decoding a single pixel
+# `check_pixels` enforces the limit and reports each refused file, so PIL's own warning (from
+# 89 M pixels, printed per file from decoding threads) would only repeat it as noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class UnreadableImage(Exception):
@@ -26,8 +30,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise UnreadableImage(f"{img.width}x{img.height} pixels exceeds the {MAX_PIXELS:,} limit")
+            check_pixels(img)
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
             rgb = _to_rgb(ImageOps.exif_transpose(img))
             return _letterbox(rgb, size)
@@ -35,6 +38,12 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise UnreadableImage(str(err) or type(err).__name__) from err
+
+
+def check_pixels(img: Image.Image) -> None:
+    """Refuse a decompression bomb from its header alone, before a single pixel is decoded."""
+    if img.width * img.height > MAX_PIXELS:
+        raise UnreadableImage(f"{img.width}x{img.height} pixels exceeds the {MAX_PIXELS:,} limit")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

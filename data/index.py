@@ -61,7 +61,7 @@ def index_folder(root: Path) -> DatasetIndex:
     owners: list[str] = []
     ignored: list[str] = []
     for item_dir in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
-        if not item_dir.is_dir():
+        if not item_dir.is_dir() or not _inside(item_dir, real_root):
             ignored.append(item_dir.name)
             continue
         for file in _walk_files(item_dir):
@@ -99,12 +99,14 @@ def _walk_files(folder: Path) -> list[Path]:
 
 
 def _is_safe_image(file: Path, real_root: Path) -> bool:
-    """An image by suffix whose real location (after symlinks) lies inside the dataset."""
-    if file.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    if file.is_symlink() and not file.resolve().is_relative_to(real_root):
-        return False
-    return True
+    """An existing image file by suffix whose real location lies inside the dataset
+    (a dangling link is no image; a link out of the dataset is not part of it)."""
+    return file.suffix.lower() in IMAGE_SUFFIXES and file.is_file() and _inside(file, real_root)
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    """Whether ``path``, after following symlinks, lies inside ``real_root``."""
+    return not path.is_symlink() or path.resolve().is_relative_to(real_root)
 
 
 def split_by_item(index: DatasetIndex, eval_fraction: float = 0.2,
@@ -117,8 +119,8 @@ def split_by_item(index: DatasetIndex, eval_fraction: float = 0.2,
         raise UserError(f"--eval_fraction {eval_fraction}: must be between 0 and 1 (e.g. 0.2)")
     num_items = len(index.items)
     if num_items < 3:
-        raise UserError(f"{index.root}: only {num_items} item folder(s); at least 3 are needed to "
-                        "train on some items and evaluate on others")
+        raise UserError(f"{index.root}: only {num_items} item folder(s) with readable images; at "
+                        "least 3 are needed to train on some items and evaluate on others")
     num_eval = min(num_items - 2, max(1, round(num_items * eval_fraction)))
     order = np.random.default_rng(seed).permutation(num_items)
     is_eval = np.zeros(num_items, dtype=bool)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
+from data.decode import check_pixels
 from data.index import DatasetIndex, index_folder, split_by_item
 from misc.errors import UserError
 
@@ -63,9 +64,15 @@ def _load_folder(folder: Path, size: int, cache_dir: Path, big_ims: bool,
     index = index_folder(folder)
     if big_ims:
         readable, skipped = _check_headers(index)
-        return ImageSet.from_files(index.subset(readable), size), index, skipped
-    cache = build_or_load_cache(index, size, cache_dir, progress=progress)
-    return ImageSet.from_cache(cache, np.arange(len(cache.index))), index, cache.skipped
+        image_set = ImageSet.from_files(index.subset(readable), size)
+    else:
+        cache = build_or_load_cache(index, size, cache_dir, progress=progress)
+        image_set, skipped = ImageSet.from_cache(cache, np.arange(len(cache.index))), cache.skipped
+    if len(image_set) == 0:
+        path, why = skipped[0]
+        raise UserError(f"{folder}: none of its {len(index)} image files can be read (e.g. {path}: "
+                        f"{why}); check that they are images and not damaged")
+    return image_set, index, skipped
 
 
 def _subset(image_set: ImageSet, rows: np.ndarray) -> ImageSet:
@@ -75,11 +82,13 @@ def _subset(image_set: ImageSet, rows: np.ndarray) -> ImageSet:
 
 
 def _check_headers(index: DatasetIndex) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """With --big_ims nothing is decoded up front, so at least skip files whose header is bad."""
+    """With --big_ims nothing is decoded up front, so at least skip files whose header is bad
+    or that declare more pixels than `decode_image` accepts (a decompression bomb)."""
     ok, skipped = [], []
     for row, rel in enumerate(index.paths):
         try:
             with Image.open(index.root / rel) as img:
+                check_pixels(img)
                 img.verify()
             ok.append(row)
         except Exception as err:  # PIL raises many types for broken files
