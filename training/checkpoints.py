@@ -14,6 +14,7 @@ is an error naming the file.
 """
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import warnings
@@ -88,16 +89,27 @@ def _listing(epochs: list[int]) -> str:
 def _read(path: Path) -> Checkpoint:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling/zip/IO failure means the same thing to the user
-        raise UserError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}); delete it "
-                        "or pick another epoch") from err
-    if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
-        raise UserError(f"{path}: not a Snap Vision checkpoint (no model/format_version); delete it "
-                        "or pick another epoch")
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():  # torch's refusal, before any object was built
+            raise UserError(f"{path}: refused to load: it holds Python objects, not only weights, "
+                            "and such a file can run code when opened (nothing in it was run); use a "
+                            "checkpoint from a source you trust, or delete it") from err
+        raise _corrupt(path, err) from err
+    except Exception as err:  # any other zip/IO failure means the same thing to the user
+        raise _corrupt(path, err) from err
+    if not isinstance(state, dict) or "model" not in state or \
+            not all(isinstance(state.get(key), int) for key in ("format_version", "epoch")):
+        raise UserError(f"{path}: not a Snap Vision checkpoint (no model/format_version/epoch); "
+                        "delete it or pick another epoch")
     if state["format_version"] > FORMAT_VERSION:
         raise UserError(f"{path}: written by a newer Snap Vision (format {state['format_version']}, "
                         f"this one reads up to {FORMAT_VERSION}); upgrade to load it")
     return Checkpoint(path=path, epoch=int(state["epoch"]), state=state)
+
+
+def _corrupt(path: Path, err: Exception) -> UserError:
+    return UserError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}); delete it "
+                     "or pick another epoch")
 
 
 def load_model_state(model: nn.Module, checkpoint: Checkpoint, model_name: str) -> None:
