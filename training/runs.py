@@ -48,15 +48,25 @@ def run_name(model_class: str, config: TrainConfig) -> str:
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write via a temporary file in the same folder, fsync, rename: readers never see half a file.
 
-    A process killed before the rename leaves only a hidden ``.<name>.<pid>.tmp`` behind, which
-    `remove_temp_files` clears on the next run.
+    A failed write (a full disk, Ctrl-C) removes the temporary file and leaves ``path`` as it was;
+    an OSError becomes a one-line UserError. A process killed before the rename leaves only a
+    hidden ``.<name>.<pid>.tmp`` behind, which `remove_temp_files` clears on the next run.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: could not be written ({err.strerror or err}); the files written "
+                        "before it are kept: free disk space or check the folder's permissions, "
+                        "then re-run the same command") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -86,8 +96,7 @@ class StatsFile:
         self.path = path
         self.rows: list[dict[str, str]] = []
         if path.exists():
-            with open(path, newline="", encoding="utf-8") as f:
-                self.rows = list(csv.DictReader(f))
+            self.rows = _read_stats(path)
 
     def epochs(self) -> list[int]:
         return [int(row["epoch"]) for row in self.rows]
@@ -110,6 +119,22 @@ class StatsFile:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.path, buffer.getvalue())
+
+
+def _read_stats(path: Path) -> list[dict[str, str]]:
+    """The rows of an existing stats file; one that cannot be understood is the user's to fix,
+    never silently replaced (it is the run's only record of the epochs before its checkpoints)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for number, row in enumerate(rows, start=2):
+            if not (row.get("epoch") or "").isdigit():
+                raise ValueError(f"line {number} has no epoch number")
+    except (UnicodeDecodeError, csv.Error, ValueError) as err:
+        raise UserError(f"{path}: not a training stats file this version can continue ({err}); "
+                        "repair it, or move it away to start a new one (checkpoints are "
+                        "unaffected)") from err
+    return rows
 
 
 def _format(value: Any) -> str:
