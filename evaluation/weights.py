@@ -29,13 +29,19 @@ def pack_run(run_dir: Path, out_zip: Path) -> Path:
     if not available_epochs(run_dir):
         raise UserError(f"{run_dir}: no <epoch>.pth checkpoints to pack; train it first")
     out_zip = Path(out_zip)
+    if out_zip.is_dir():
+        raise UserError(f"--export_weights {out_zip}: is a folder; give the zip file to write, "
+                        f"e.g. {out_zip / (run_dir.name + '.zip')}")
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_zip.with_name(f".{out_zip.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(run_dir.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                archive.write(path, f"{run_dir.name}/{path.name}")
-    os.replace(tmp, out_zip)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(run_dir.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    archive.write(path, f"{run_dir.name}/{path.name}")
+        os.replace(tmp, out_zip)
+    finally:  # a failed or interrupted export leaves no half-written zip behind
+        tmp.unlink(missing_ok=True)
     return out_zip
 
 
