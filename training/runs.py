@@ -59,14 +59,25 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except Exception as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: could not be written ({err.strerror or err}); the files written "
-                        "before it are kept: free disk space or check the folder's permissions, "
-                        "then re-run the same command") from err
+        cause = _os_error_in(err)
+        if cause is None:
+            raise
+        raise UserError(f"{path}: could not be written ({cause.strerror or cause}); the files "
+                        "written before it are kept: free disk space or check the folder's "
+                        "permissions, then re-run the same command") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err``: torch.save reports a full disk as a RuntimeError raised while
+    closing its zip writer, with the ENOSPC only in the exception's context."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def atomic_write_text(path: Path, text: str) -> None:
