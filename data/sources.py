@@ -61,7 +61,7 @@ def _fetch_archive(url: str, dataset_dir: Path, name: str, progress: bool) -> Pa
         try:
             download(url, archive, progress=progress)
         except UserError as err:
-            raise UserError(f"{err} (offline? use --dataset synthetic or --dataset /path/to/folder)") from err
+            raise UserError(f"{err}; or train on --dataset synthetic or a local --dataset /path/to/folder") from err
     return _extract_once(archive, target)
 
 
