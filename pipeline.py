@@ -9,7 +9,6 @@ Re-running the same command resumes the run from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
 from misc.cli import run_main

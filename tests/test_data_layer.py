@@ -1,5 +1,4 @@
 """Index, decode, cache and split: the path from a folder of item folders to ImageSets."""
-from pathlib import Path
 
 import numpy as np
 import pytest
