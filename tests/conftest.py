@@ -1,4 +1,4 @@
-"""Shared test settings: headless matplotlib and a fixed torch thread count."""
+"""Shared test settings: headless matplotlib, and the local HTTP server fixture."""
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
