@@ -6,7 +6,7 @@ checkpoint, and both must load with `torch.load(weights_only=True)` and `json.lo
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from misc.errors import UserError
@@ -90,9 +90,3 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for hparams.json and checkpoints."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Inverse of `to_dict`; unknown keys (from a newer version) are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
