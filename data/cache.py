@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from data.decode import UnreadableImage, decode_image
 from data.index import DatasetIndex
+from misc.atomic import atomic_write_text
 from misc.errors import UserError
 
 CACHE_VERSION = 1
@@ -157,7 +158,9 @@ def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
     rows = np.flatnonzero(ok)
     compact = _compact(images, rows, tmp_array, array_path)
     meta = {"version": CACHE_VERSION, "rows": rows.tolist(), "skipped": sorted(skipped)}
-    _write_json_atomic(meta_path, meta)
+    # ASCII JSON: non-UTF-8 file names (lone surrogates) are written as \\udcXX escapes and read
+    # back exactly, so skipped-file names survive the round trip.
+    atomic_write_text(meta_path, json.dumps(meta, ensure_ascii=True))
     return ImageCache(compact, index.subset(rows), sorted(skipped))
 
 
@@ -198,14 +201,6 @@ def _reserved_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
                 if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # cannot reserve: go unreserved
                     raise
     return images
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    """ASCII JSON: non-UTF-8 file names (lone surrogates) are written as \\udcXX escapes and read
-    back exactly, so skipped-file names survive the round trip."""
-    tmp = _temp_name(path, 1)
-    tmp.write_text(json.dumps(payload, ensure_ascii=True), encoding="ascii")
-    os.replace(tmp, path)
 
 
 def _remove_stale(cache_dir: Path, prefix: str, keep: str) -> None:

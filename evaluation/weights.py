@@ -12,9 +12,11 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from data.archive import safe_extract
 from data.download import download
+from misc.atomic import atomic_write
 from misc.errors import UserError
 from models import MODEL_NAMES
 from training.checkpoints import available_epochs, load_checkpoint
@@ -33,15 +35,14 @@ def pack_run(run_dir: Path, out_zip: Path) -> Path:
         raise UserError(f"--export_weights {out_zip}: is a folder; give the zip file to write, "
                         f"e.g. {out_zip / (run_dir.name + '.zip')}")
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_zip.with_name(f".{out_zip.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+
+    def write_zip(handle: BinaryIO) -> None:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(run_dir.iterdir()):
                 if path.is_file() and not path.name.startswith("."):
                     archive.write(path, f"{run_dir.name}/{path.name}")
-        os.replace(tmp, out_zip)
-    finally:  # a failed or interrupted export leaves no half-written zip behind
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(out_zip, write_zip)  # a failed or interrupted export leaves no half-written zip
     return out_zip
 
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from misc.errors import UserError
-from training.runs import atomic_write_text
+from misc.atomic import atomic_write_text
 
 PARAMS_FILE = "params.yaml"
 

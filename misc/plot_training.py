@@ -23,8 +23,9 @@ from typing import Mapping, Sequence  # noqa: E402
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from misc.atomic import atomic_write_text  # noqa: E402
 from misc.errors import UserError  # noqa: E402
-from training.runs import STATS_COLUMNS, STATS_FILE, atomic_write_text  # noqa: E402
+from training.runs import STATS_COLUMNS, STATS_FILE  # noqa: E402
 
 Curve = list[dict[str, float | None]]  # one dict per epoch, tidy column names
 

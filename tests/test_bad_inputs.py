@@ -43,8 +43,8 @@ import data.cache as cache_module
 import data.download as download_module
 import data.sources as sources_module
 import evaluate
+import misc.atomic as atomic_module
 import pipeline
-import training.runs as runs_module
 import training.trainer as trainer_module
 from data.download import download
 from misc.cli import run_main
@@ -635,7 +635,7 @@ def ctrl_c_in_checkpoint_write(env: Env) -> Result:
 
 
 def disk_full_in_checkpoint_write(env: Env) -> Result:
-    env.monkeypatch.setattr(runs_module, "open", FillingDisk(room=100_000), raising=False)
+    env.monkeypatch.setattr(atomic_module, "open", FillingDisk(room=100_000), raising=False)
     return train_own_run(3)(env)
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from misc.errors import UserError
-from training.runs import atomic_write
+from misc.atomic import atomic_write
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(\d+)\.pth$")

@@ -14,15 +14,15 @@ import os
 import socket
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
+from misc.atomic import TEMP_SUFFIX, atomic_write_text
 from misc.errors import UserError
 from training.config import TrainConfig
 
 STATS_FILE = "training_stats.csv"
 HPARAMS_FILE = "hparams.json"
 LOCK_FILE = ".lock"
-TEMP_SUFFIX = ".tmp"
 STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
                  "triplets", "lr", "seconds")
 
@@ -43,45 +43,6 @@ def run_name(model_class: str, config: TrainConfig) -> str:
         if value != defaults[field]:
             name += f"_{label}_{value}"
     return name
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file.
-
-    A failed write (a full disk, Ctrl-C) removes the temporary file and leaves ``path`` as it was;
-    an OSError becomes a one-line UserError. A process killed before the rename leaves only a
-    hidden ``.<name>.<pid>.tmp`` behind, which `remove_temp_files` clears on the next run.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        cause = _os_error_in(err)
-        if cause is None:
-            raise
-        raise UserError(f"{path}: could not be written ({cause.strerror or cause}); the files "
-                        "written before it are kept: free disk space or check the folder's "
-                        "permissions, then re-run the same command") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _os_error_in(err: BaseException | None) -> OSError | None:
-    """The OSError behind ``err``: torch.save reports a full disk as a RuntimeError raised while
-    closing its zip writer, with the ENOSPC only in the exception's context."""
-    while err is not None and not isinstance(err, OSError):
-        err = err.__cause__ or err.__context__
-    return err
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def remove_temp_files(run_dir: Path) -> None:
