@@ -18,6 +18,8 @@ counted in ``num_unqueryable`` so a report says what the fractions are of.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -25,12 +27,27 @@ from evaluation.knn import knn
 from misc.errors import UserError
 
 
+class Retrieval(NamedTuple):
+    """Metrics plus the neighbours they were computed from, for callers that also draw them."""
+
+    metrics: dict[str, float]
+    distances: torch.Tensor  # (N, depth) nearest first; depth = max(k, largest R), clipped to N-1
+    indices: torch.Tensor    # (N, depth) int64
+
+
 def retrieval_metrics(emb: torch.Tensor, labels: np.ndarray | torch.Tensor, k: int = 5, *,
                       backend: str = "torch") -> dict[str, float]:
-    """All the metrics above for embeddings (N, D) with item labels (N,), as plain floats/ints.
+    """All the metrics above for embeddings (N, D) with item labels (N,), as plain floats/ints."""
+    return evaluate_retrieval(emb, labels, k, backend=backend).metrics
+
+
+def evaluate_retrieval(emb: torch.Tensor, labels: np.ndarray | torch.Tensor, k: int = 5, *,
+                       backend: str = "torch") -> Retrieval:
+    """The metrics and the neighbour lists behind them, from one kNN search.
 
     Neighbours are fetched up to max(k, largest R) so the R-based metrics see every rank they need;
-    exact Euclidean, ties broken by gallery index (see evaluation.knn).
+    exact Euclidean, ties broken by gallery index (see evaluation.knn), so the first j columns are
+    exactly the j nearest for any j <= depth.
     """
     labels = _as_labels(labels)
     if emb.shape[0] != labels.shape[0]:
@@ -39,8 +56,9 @@ def retrieval_metrics(emb: torch.Tensor, labels: np.ndarray | torch.Tensor, k: i
         raise UserError(f"k={k}: the number of neighbours must be at least 1 (--num_neighbours)")
     r_counts = _other_images_of_same_item(labels)
     depth = max(k, int(r_counts.max(initial=0)))
-    _, indices = knn(emb, depth, backend=backend)
-    return metrics_from_neighbours(labels[indices.cpu().numpy()], labels, r_counts, k)
+    distances, indices = knn(emb, depth, backend=backend)
+    metrics = metrics_from_neighbours(labels[indices.cpu().numpy()], labels, r_counts, k)
+    return Retrieval(metrics, distances, indices)
 
 
 def metrics_from_neighbours(neighbour_labels: np.ndarray, query_labels: np.ndarray,

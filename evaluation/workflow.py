@@ -19,8 +19,7 @@ from data.splits import describe_skipped, load_splits
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.figures import render_pages, render_query_page, select_queries
-from evaluation.knn import knn
-from evaluation.metrics import retrieval_metrics
+from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.weights import fetch_run, pack_run
 from misc.errors import UserError
@@ -75,7 +74,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.query:
         show_query_results(args, model, device, gallery, embeddings)
         return {}
-    metrics = retrieval_metrics(embeddings, gallery.labels, k=args.num_neighbours, backend=args.knn_backend)
+    retrieval = evaluate_retrieval(embeddings, gallery.labels, k=args.num_neighbours,
+                                   backend=args.knn_backend)
+    metrics = retrieval.metrics
     print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
     print(format_metrics_table({args.model: metrics}, args.num_neighbours))
     if args.reports_dir:
@@ -83,7 +84,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
                                 embeddings=embeddings, image_set=gallery, projection=args.projection)
         print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
     if not args.no_figures:
-        show_figures(args, gallery, embeddings)
+        show_figures(args, gallery, retrieval)
     return metrics
 
 
@@ -102,9 +103,11 @@ def figure_dir(args: argparse.Namespace, case: str) -> Path:
     return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs" / f"{args.model}_{case}"
 
 
-def show_figures(args: argparse.Namespace, gallery: ImageSet, embeddings: torch.Tensor) -> None:
+def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retrieval) -> None:
     """Pages of queries beside their nearest images, filtered by --show_case / --show_nums."""
-    dists, idx = (t.numpy() for t in knn(embeddings, args.num_neighbours, backend=args.knn_backend))
+    k = args.num_neighbours  # the metrics' search went at least this deep
+    dists = retrieval.distances[:, :k].cpu().numpy()
+    idx = retrieval.indices[:, :k].cpu().numpy()
     labels = np.asarray(gallery.labels)
     queryable = np.bincount(labels)[labels] >= 2
     limit = None if args.num_pages == 0 else args.num_disp * args.num_pages
