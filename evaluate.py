@@ -32,9 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     from evaluation.figures import CASES
     from evaluation.weights import DEFAULT_WEIGHTS_URL
     from models import MODEL_NAMES
+    from models.original_nets import ORIGINAL_NAMES
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="model to evaluate")
+    parser.add_argument("--model", choices=MODEL_NAMES + ORIGINAL_NAMES, default=DEFAULT_MODEL,
+                        help="model to evaluate; original_* are the original project's networks, for its "
+                             "published runs (simple_net etc. also find those)")
     parser.add_argument("--checkpoint", type=checkpoint_arg, default="latest",
                         help="'latest' or the epoch number of a saved checkpoint")
     parser.add_argument("--run_dir", default=None,

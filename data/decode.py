@@ -22,18 +22,23 @@ class UnreadableImage(Exception):
     """The file is not a decodable image; the message says why (for the skipped-files report)."""
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Read `path` and return it letterboxed to (size, size, 3) uint8.
+LETTERBOX, STRETCH = "letterbox", "stretch"
+RESIZE_MODES = (LETTERBOX, STRETCH)
 
-    The aspect ratio is kept (a garment squashed to a square is a different shape) and the image
-    is padded with its own mean border colour so the padding adds no new colour cue.
+
+def decode_image(path: Path, size: int, resize: str = LETTERBOX) -> np.ndarray:
+    """Read `path` and return it letterboxed (or stretched) to (size, size, 3) uint8.
+
+    Letterbox, ours: the aspect ratio is kept (a garment squashed to a square is a different
+    shape) and the image is padded with its own mean border colour so the padding adds no new
+    colour cue. Stretch: both sides resized to `size`, what the original project's networks saw.
     """
     try:
         with Image.open(path) as img:
             check_pixels(img)
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
             rgb = _to_rgb(ImageOps.exif_transpose(img))
-            return _letterbox(rgb, size)
+            return _letterbox(rgb, size) if resize == LETTERBOX else _stretch(rgb, size)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -59,6 +64,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
         return background
     return img.convert("RGB")
+
+
+def _stretch(img: Image.Image, size: int) -> np.ndarray:
+    """Both sides to `size`; PIL's bilinear filter widens with the scale, so downscaling is anti-aliased."""
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _letterbox(img: Image.Image, size: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from data.dataset import ImageSet
-from data.decode import UnreadableImage, decode_image
+from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import printable
 from data.sources import locate_dataset
 from data.splits import describe_skipped, load_splits
@@ -21,12 +21,13 @@ from evaluation.embed import embed
 from evaluation.figures import render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
-from evaluation.weights import fetch_run, pack_run
+from evaluation.original_runs import PROVENANCE_UNKNOWN, load_run, original_folder_name, serves_request
+from evaluation.weights import fetch_run, pack_run, pick_run
 from misc.errors import UserError
 from misc.compare_runs import format_runs_table, list_runs
 from misc.reports import write_reports
-from models import build_model
-from training.checkpoints import load_weights
+from models import MODEL_NAMES, build_model
+from models.original_nets import ORIGINAL_NAMES, OriginalNet
 from training.distributed import pick_device
 from training.runs import run_name
 from training.workflow import cache_dir, model_kwargs, run_config
@@ -34,15 +35,19 @@ from training.workflow import cache_dir, model_kwargs, run_config
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
 
-def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
-    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
+def find_run_dir(args: argparse.Namespace, model: nn.Module | None) -> Path:
+    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name.
+
+    `model` is None for the original project's networks, whose runs are named the original's way.
+    """
     save_dir = Path(args.save_dir)
     if args.download_weights:
-        return fetch_run(args.weights_url, save_dir)
+        return downloaded_run(args, model)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, run_config(args, args.model, model))
+        names = hyperparameter_run_names(args, model)  # ours, else an installed original run
+        run_dir = next((save_dir / n for n in names if (save_dir / n).is_dir()), save_dir / names[0])
     if not run_dir.is_dir():
         runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
         listing = ", ".join(runs) if runs else "none"
@@ -51,23 +56,43 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
     return run_dir
 
 
+def hyperparameter_run_names(args: argparse.Namespace, model: nn.Module | None) -> list[str]:
+    """The run folder names the flags give: ours (for our models), then the original project's."""
+    names = [run_name(type(model).__name__, run_config(args, args.model, model))] if model is not None else []
+    original = next((name for name in ORIGINAL_NAMES if serves_request(name, args.model)), None)
+    if original is not None:
+        names.append(original_folder_name(original, args.learning_rate, args.lr_decay, args.batch_size))
+    return names
+
+
+def downloaded_run(args: argparse.Namespace, model: nn.Module | None) -> Path:
+    """Fetch and install --weights_url, say where each run went, and pick the one to evaluate."""
+    runs = fetch_run(args.weights_url, Path(args.save_dir))
+    for run in runs:
+        print(f"downloaded {args.weights_url} -> installed {run.path}" if run.new
+              else f"already installed {run.path}")
+    return pick_run(runs, args.model, set(hyperparameter_run_names(args, model))).path
+
+
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     """Load the model (and checkpoint), evaluate on the held-out set, then the figures asked for."""
     if args.list_runs:
         print(format_runs_table(list_runs(Path(args.save_dir))))
         return {}
     device = pick_device(args.device)
-    model = build_model(args.model, **model_kwargs(args))
-    label, run_dir = args.model, None
-    if model.trainable or args.download_weights or args.export_weights:
+    model = build_model(args.model, **model_kwargs(args)) if args.model in MODEL_NAMES else None
+    label, run_dir, scope = args.model, None, "held-out items"
+    if model is None or model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
             print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
             return {}
-        checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
-        label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
+        model, epoch = load_run(model, run_dir, args.model, args.checkpoint)
+        if isinstance(model, OriginalNet):  # from here on, --model names the network evaluated
+            args, scope = argparse.Namespace(**{**vars(args), "model": model.name}), PROVENANCE_UNKNOWN
+        label = f"{args.model} (epoch {epoch} of {run_dir})"
     model.to(device)
-    gallery = load_gallery(args, model.input_size)
+    gallery = load_gallery(args, model.input_size, getattr(model, "resize", LETTERBOX))
     embeddings = embed(model, gallery, device=device)
     if args.save_embeddings:
         save_embeddings(Path(args.save_embeddings), embeddings, gallery)
@@ -77,7 +102,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     retrieval = evaluate_retrieval(embeddings, gallery.labels, k=args.num_neighbours,
                                    backend=args.knn_backend)
     metrics = retrieval.metrics
-    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
+    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} {scope}")
     print(format_metrics_table({args.model: metrics}, args.num_neighbours))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
@@ -88,11 +113,11 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     return metrics
 
 
-def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
+def load_gallery(args: argparse.Namespace, size: int, resize: str = LETTERBOX) -> ImageSet:
     """The evaluation split of the dataset, decoded at the model's input size."""
     root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
     splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims)
+                         split_seed=args.split_seed, big_ims=args.big_ims, resize=resize)
     warning = describe_skipped(splits.skipped, splits.root)
     if warning:
         print(warning)
@@ -126,7 +151,8 @@ def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retriev
 def show_query_results(args: argparse.Namespace, model: nn.Module, device: torch.device,
                        gallery: ImageSet, embeddings: torch.Tensor) -> None:
     """Embed the user's photos and show their nearest gallery images."""
-    photos = np.stack([_read_photo(Path(p), model.input_size) for p in args.query])
+    photos = np.stack([_read_photo(Path(p), model.input_size, getattr(model, "resize", LETTERBOX))
+                       for p in args.query])
     with torch.inference_mode():
         model.eval()
         queries = model(to_tensor(photos).to(device)).float().cpu()
@@ -149,9 +175,9 @@ def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[np.nd
     return np.take_along_axis(dists.numpy(), order, axis=1), order
 
 
-def _read_photo(path: Path, size: int) -> np.ndarray:
+def _read_photo(path: Path, size: int, resize: str) -> np.ndarray:
     try:
-        return decode_image(path, size)
+        return decode_image(path, size, resize)
     except UnreadableImage as err:
         raise UserError(f"--query {path}: not a readable image ({err})") from err
 
