@@ -43,12 +43,17 @@ def serves_request(run_model: str, requested: str) -> bool:
 def original_model_of(run_dir: Path) -> str | None:
     """``original_simple_net`` / ``original_big_net`` / ``original_facenet`` for an original run
     folder (judged by its newest checkpoint), None for a Snap Vision run; a bare state_dict that
-    fits none of the three is a UserError naming the file."""
+    fits none of the three is a UserError naming the file. An unreadable newest file also gives
+    None: the Snap Vision loader then reports it, or falls back to an earlier checkpoint."""
     epochs = available_epochs(run_dir)
     if not epochs:
         return None
     path = checkpoint_path(run_dir, epochs[-1])
-    return identify(read_state(path), path)
+    try:
+        state = read_state(path)
+    except UserError:
+        return None
+    return identify(state, path)
 
 
 def load_run(model: nn.Module | None, run_dir: Path, model_name: str,

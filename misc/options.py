@@ -93,7 +93,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="embedding dimension (default: the model's own, e.g. 64 for simple_net)")
     group.add_argument("--pretrained_weights", default=None, metavar="FILE",
                        help="torchvision models: a local ImageNet state_dict for the backbone "
-                            "(else torchvision's local cache; nothing is downloaded)")
+                            "(else --pretrained, else torchvision's local cache)")
+    group.add_argument("--pretrained", action="store_true",
+                       help="torchvision models: download torchvision's ImageNet weights into the torch hub "
+                            "cache (verified by the hash in their name; $SNAP_VISION_PRETRAINED_URL "
+                            "overrides the URL)")
     group.add_argument("--freeze_backbone", action="store_true",
                        help="torchvision models: train only the embedding head (needs pretrained weights)")
 

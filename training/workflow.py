@@ -49,7 +49,7 @@ def train_config(args: argparse.Namespace, model_name: str, model: nn.Module | N
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Constructor options from the command line; build_model drops those a model does not take."""
     chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
-              "freeze_backbone": args.freeze_backbone}
+              "freeze_backbone": args.freeze_backbone, "pretrained": args.pretrained}
     return {key: value for key, value in chosen.items() if value not in (None, False)}
 
 
