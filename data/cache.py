@@ -32,7 +32,7 @@ from data.index import DatasetIndex
 from misc.atomic import atomic_write_text
 from misc.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: letterbox colour from the resized image's border
 TEMP_SUFFIX = ".tmp"
 
 

@@ -72,8 +72,13 @@ def _stretch(img: Image.Image, size: int) -> np.ndarray:
 
 
 def _letterbox(img: Image.Image, size: int) -> np.ndarray:
-    """Fit the longer side to `size` and pad the shorter one with the mean border colour."""
-    arr = np.asarray(img)
+    """Fit the longer side to `size` and pad the shorter one with the mean border colour.
+
+    The colour is taken from the border of the resized image, so that an exported model
+    (evaluation.export) can pad a resized photo itself and give the very same pixels.
+    """
+    fitted = ImageOps.contain(img, (size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(fitted)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(axis=0)
     fill = tuple(int(round(c)) for c in border)
-    return np.asarray(ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=fill))
+    return np.asarray(ImageOps.pad(fitted, (size, size), Image.Resampling.BILINEAR, color=fill))

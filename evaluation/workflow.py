@@ -18,6 +18,7 @@ from data.sources import locate_dataset
 from data.splits import describe_skipped, load_splits
 from data.tensors import to_tensor
 from evaluation.embed import embed
+from evaluation.export import export_model
 from evaluation.figures import render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
@@ -91,6 +92,11 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         if isinstance(model, OriginalNet):  # from here on, --model names the network evaluated
             args, scope = argparse.Namespace(**{**vars(args), "model": model.name}), PROVENANCE_UNKNOWN
         label = f"{args.model} (epoch {epoch} of {run_dir})"
+    if args.export_model:
+        written = export_model(model, Path(args.export_model))
+        print(f"exported {label} to {', '.join(map(str, written))}: {model.input_size} px input, "
+              f"{model.emb_dim}-d embeddings (see the README's 'Export for serving')")
+        return {}
     model.to(device)
     gallery = load_gallery(args, model.input_size, getattr(model, "resize", LETTERBOX))
     embeddings = embed(model, gallery, device=device)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import evaluate
 from data.splits import load_splits
@@ -133,14 +134,19 @@ def test_original_run_is_evaluated_with_the_stretch_decoding(facenet_state, shop
 
 
 def test_cache_keys_keep_stretch_and_letterbox_apart(tmp_path):
-    dataset = make_dataset(tmp_path / "shop", num_items=3, per_item=2, size=20)  # 20x20, 20x28: not square
+    for item in range(3):
+        (tmp_path / "shop" / f"item_{item}").mkdir(parents=True)
+        for n in range(2):  # 40 x 20, left half black, right half white
+            pixels = np.zeros((20, 40, 3), np.uint8)
+            pixels[:, 20:] = 255
+            Image.fromarray(pixels).save(tmp_path / "shop" / f"item_{item}" / f"{n}.png")
     cache = tmp_path / "cache"
-    letterboxed = load_splits(dataset, 32, cache, eval_fraction=0.5)
-    stretched = load_splits(dataset, 32, cache, eval_fraction=0.5, resize="stretch")
-    assert len(list(cache.glob("*.npy"))) == 2
-    tall = [i for i, p in enumerate(letterboxed.sets["train"].paths) if p.endswith("_1.png")][0]
-    a, b = letterboxed.sets["train"].batch([tall])[0], stretched.sets["train"].batch([tall])[0]
-    assert (a == b).all()  # a solid colour looks the same either way, but both caches stay
+    letterboxed = load_splits(tmp_path / "shop", 32, cache, eval_fraction=0.5)
+    stretched = load_splits(tmp_path / "shop", 32, cache, eval_fraction=0.5, resize="stretch")
+    assert len(list(cache.glob("*.npy"))) == 2  # the second did not reuse the first's cache
+    a, b = letterboxed.sets["train"].batch([0])[0], stretched.sets["train"].batch([0])[0]
+    assert (b[0, 0] == 0).all() and (b[-1, -1] == 255).all()  # stretched: the image fills the square
+    assert (a[0, 0] == a[-1, -1]).all() and 100 < a[0, 0, 0] < 156  # letterboxed: grey padding bands
 
 
 @pytest.mark.parametrize("change, message", [
