@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from misc.cli import run_main
+from common.cli import run_main
 from misc.params import parse_with_params
 from misc.options import add_shared_options, non_negative_int, positive_int
 

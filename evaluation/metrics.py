@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from evaluation.knn import knn
-from misc.errors import UserError
+from common.errors import UserError
 
 
 class Retrieval(NamedTuple):

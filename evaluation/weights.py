@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 from data.archive import safe_extract
 from data.download import download
-from misc.atomic import atomic_write
-from misc.errors import UserError
+from common.atomic import atomic_write
+from common.errors import UserError
 from models import MODEL_NAMES
 from training.checkpoints import available_epochs, load_checkpoint
 

@@ -22,7 +22,7 @@ from evaluation.figures import render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.weights import fetch_run, pack_run
-from misc.errors import UserError
+from common.errors import UserError
 from misc.compare_runs import format_runs_table, list_runs
 from misc.reports import write_reports
 from models import build_model

@@ -20,7 +20,7 @@ import re  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from typing import Any, Sequence  # noqa: E402
 
-from misc.errors import UserError  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from misc.options import DEFAULT_SAVE_DIR  # noqa: E402
 from misc.plot_training import SCORE, Curve, plot_curves, read_curve  # noqa: E402
 from training.checkpoints import available_epochs  # noqa: E402
@@ -158,5 +158,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from misc.cli import run_main
+    from common.cli import run_main
     raise SystemExit(run_main(main))

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from misc.errors import UserError
-from misc.atomic import atomic_write_text
+from common.errors import UserError
+from common.atomic import atomic_write_text
 
 PARAMS_FILE = "params.yaml"
 

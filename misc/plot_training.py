@@ -23,8 +23,8 @@ from typing import Mapping, Sequence  # noqa: E402
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from misc.atomic import atomic_write_text  # noqa: E402
-from misc.errors import UserError  # noqa: E402
+from common.atomic import atomic_write_text  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from training.runs import STATS_COLUMNS, STATS_FILE  # noqa: E402
 
 Curve = list[dict[str, float | None]]  # one dict per epoch, tidy column names
@@ -128,5 +128,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from misc.cli import run_main
+    from common.cli import run_main
     raise SystemExit(run_main(main))

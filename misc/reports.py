@@ -21,7 +21,7 @@ import torch
 
 from misc.embedding_plot import ImageSource, plot_embedding
 from misc.plot_training import plot_curves, read_curve, write_curve_csv
-from misc.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 DEFAULT_REPORTS_DIR = Path("reports")
 METRICS_FILE = "metrics.json"

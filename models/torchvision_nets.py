@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 from models.layers import EmbeddingNet
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import pytest
 
 import data.archive as archive_module
 from data.archive import find_dataset_root, is_archive, safe_extract
-from misc.errors import UserError
+from common.errors import UserError
 
 DATASET = {
     "shop/item_a/a_0.jpg": os.urandom(3000),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from misc.cli import run_main
+from common.cli import run_main
 from misc.compare_runs import format_runs_table, list_runs, main, plot_runs
-from misc.errors import UserError
+from common.errors import UserError
 from training.config import TrainConfig
 from training.runs import STATS_FILE, StatsFile, run_name, write_hparams
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import evaluate
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 from tests.datasets import make_dataset
 from tests.http_server import Route
 

@@ -11,7 +11,7 @@ from PIL import Image
 from evaluation import figures
 from evaluation.figures import (DIFF_COLOUR, SAME_COLOUR, PageLayout, can_show, photo_rows,
                                 render_pages, render_query_page, result_rows, select_queries)
-from misc.errors import UserError
+from common.errors import UserError
 
 SIZE = 16
 

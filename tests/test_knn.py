@@ -7,7 +7,7 @@ import torch
 
 import evaluation.knn as knn_module
 from evaluation.knn import knn
-from misc.errors import UserError
+from common.errors import UserError
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 

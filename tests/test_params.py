@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from misc.errors import UserError
+from common.errors import UserError
 from misc.options import add_common_options, add_data_options, add_run_options, positive_int
 from misc.params import (PARAM_DESTS, add_params_option, effective_params, load_params,
                          parse_with_params, write_effective_params)

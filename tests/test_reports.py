@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from misc.embedding_plot import plot_embedding, project_2d, spread_sample
-from misc.errors import UserError
+from common.errors import UserError
 from misc.plot_training import read_curve
 from misc.reports import write_reports
 from training.runs import STATS_FILE, StatsFile

@@ -7,7 +7,7 @@ from PIL import Image
 
 from data import sources
 from data.sources import locate_dataset
-from misc.errors import UserError
+from common.errors import UserError
 from tests.http_server import Route, closed_port_url
 
 

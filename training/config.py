@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from misc.errors import UserError
+from common.errors import UserError
 
 MINING_CHOICES = ("semihard", "hard", "all")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -16,8 +16,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from misc.atomic import TEMP_SUFFIX, atomic_write_text
-from misc.errors import UserError
+from common.atomic import TEMP_SUFFIX, atomic_write_text
+from common.errors import UserError
 from training.config import TrainConfig
 
 STATS_FILE = "training_stats.csv"

@@ -26,7 +26,7 @@ from data.dataset import ImageSet
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
-from misc.errors import UserError
+from common.errors import UserError
 from training.augment import augment
 from training.checkpoints import (available_epochs, load_checkpoint, load_model_state,
                                   restore_rng_states, rng_states, save_checkpoint)

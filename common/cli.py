@@ -3,7 +3,7 @@ import io
 import sys
 from typing import Callable, Sequence
 
-from misc.errors import UserError
+from common.errors import UserError
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
