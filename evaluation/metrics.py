@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from evaluation.knn import knn
 from common.errors import UserError
+from evaluation.knn import knn
 
 
 class Retrieval(NamedTuple):

@@ -14,10 +14,10 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from data.archive import safe_extract
-from data.download import download
 from common.atomic import atomic_write
 from common.errors import UserError
+from data.archive import safe_extract
+from data.download import download
 from models import MODEL_NAMES
 from training.checkpoints import available_epochs, load_checkpoint
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import UnreadableImage, decode_image
 from data.index import printable
@@ -21,15 +22,15 @@ from evaluation.embed import embed
 from evaluation.figures import render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
+from evaluation.reports import write_reports
 from evaluation.weights import fetch_run, pack_run
-from common.errors import UserError
-from misc.compare_runs import format_runs_table, list_runs
-from misc.reports import write_reports
 from models import build_model
 from training.checkpoints import load_weights
 from training.distributed import pick_device
+from training.options import config_from_args, model_kwargs
+from training.run_list import format_runs_table, list_runs
 from training.runs import run_name
-from training.workflow import cache_dir, model_kwargs, run_config
+from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
@@ -42,7 +43,7 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, run_config(args, args.model, model))
+        run_dir = save_dir / run_name(type(model).__name__, config_from_args(args, args.model, model))
     if not run_dir.is_dir():
         runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
         listing = ", ".join(runs) if runs else "none"

@@ -39,16 +39,16 @@ import pytest
 import torch
 from PIL import Image
 
+import common.atomic as atomic_module
 import data.cache as cache_module
 import data.download as download_module
 import data.sources as sources_module
 import evaluate
-import common.atomic as atomic_module
 import pipeline
 import training.trainer as trainer_module
-from data.download import download
 from common.cli import run_main
 from common.errors import UserError
+from data.download import download
 from tests.datasets import make_dataset
 from tests.http_server import Route, closed_port_url
 
