@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import DatasetIndex
-from misc.atomic import atomic_write_text
-from misc.errors import UserError
+from common.atomic import atomic_write_text
+from common.errors import UserError
 
 CACHE_VERSION = 2  # 2: letterbox colour from the resized image's border
 TEMP_SUFFIX = ".tmp"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from misc.errors import UserError
+from common.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 

@@ -15,7 +15,7 @@ from data.cache import build_or_load_cache
 from data.dataset import ImageSet
 from data.decode import LETTERBOX, check_pixels
 from data.index import DatasetIndex, index_folder, split_by_item
-from misc.errors import UserError
+from common.errors import UserError
 
 EVAL_SPLIT_NAMES = ("val", "eval", "test")
 

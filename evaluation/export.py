@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.atomic import atomic_write
+from common.errors import UserError
 from data.decode import LETTERBOX
-from misc.atomic import atomic_write
-from misc.errors import UserError
 
 
 def _centre_offset(gap: int) -> int:

@@ -13,10 +13,9 @@ import zipfile
 from pathlib import Path
 
 import torch
-
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 from models.original_nets import ORIGINAL_NETS, OriginalNet, expected_shapes
 from training.checkpoints import available_epochs, checkpoint_path, load_weights
 

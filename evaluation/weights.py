@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from common.atomic import atomic_write
+from common.errors import UserError
 from data.archive import safe_extract
 from data.download import download
 from evaluation.original_runs import original_model_of, serves_request
-from misc.atomic import atomic_write
-from misc.errors import UserError
 from models import MODEL_NAMES
 from models.original_nets import ORIGINAL_NAMES
 from training.checkpoints import available_epochs, load_checkpoint

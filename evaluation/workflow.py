@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import printable
@@ -21,17 +22,17 @@ from evaluation.embed import embed
 from evaluation.export import export_model
 from evaluation.figures import render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
-from evaluation.report import format_metrics_table
 from evaluation.original_runs import PROVENANCE_UNKNOWN, load_run, original_folder_name, serves_request
+from evaluation.report import format_metrics_table
+from evaluation.reports import write_reports
 from evaluation.weights import fetch_run, pack_run, pick_run
-from misc.errors import UserError
-from misc.compare_runs import format_runs_table, list_runs
-from misc.reports import write_reports
 from models import MODEL_NAMES, build_model
 from models.original_nets import ORIGINAL_NAMES, OriginalNet
 from training.distributed import pick_device
+from training.options import config_from_args, model_kwargs
+from training.run_list import format_runs_table, list_runs
 from training.runs import run_name
-from training.workflow import cache_dir, model_kwargs, run_config
+from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
@@ -59,7 +60,7 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module | None) -> Path:
 
 def hyperparameter_run_names(args: argparse.Namespace, model: nn.Module | None) -> list[str]:
     """The run folder names the flags give: ours (for our models), then the original project's."""
-    names = [run_name(type(model).__name__, run_config(args, args.model, model))] if model is not None else []
+    names = [run_name(type(model).__name__, config_from_args(args, args.model, model))] if model is not None else []
     original = next((name for name in ORIGINAL_NAMES if serves_request(name, args.model)), None)
     if original is not None:
         names.append(original_folder_name(original, args.learning_rate, args.lr_decay, args.batch_size))

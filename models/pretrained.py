@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import torch
 import torchvision
 
+from common.errors import UserError
 from data.download import download, sha256_of
-from misc.errors import UserError
 
 URL_ENV = "SNAP_VISION_PRETRAINED_URL"
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")  # torchvision's <name>-<sha256 prefix>.pth

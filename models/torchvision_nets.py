@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 from models.layers import EmbeddingNet
 from models.pretrained import fetch_pretrained, hub_checkpoints
 

@@ -1,7 +1,7 @@
 """What happens when…: every bad input and fault, through the public entry points, in one table.
 
 Each `Row` is one situation: it builds the bad input (or provokes the fault) in a fresh folder,
-runs `pipeline.main` / `evaluate.main` through `misc.cli.run_main` as the command line would
+runs `pipeline.main` / `evaluate.main` through `common.cli.run_main` as the command line would
 (or the library call where no flag reaches it), and states the expected exit status, a
 fragment of what the user is told, and what must survive. One parametrised test checks every
 row the same way: no traceback, errors on one `error: ...` line, and nothing the user had lost.
@@ -39,16 +39,16 @@ import pytest
 import torch
 from PIL import Image
 
+import common.atomic as atomic_module
 import data.cache as cache_module
 import data.download as download_module
 import data.sources as sources_module
 import evaluate
-import misc.atomic as atomic_module
 import pipeline
 import training.trainer as trainer_module
+from common.cli import run_main
+from common.errors import UserError
 from data.download import download
-from misc.cli import run_main
-from misc.errors import UserError
 from tests.datasets import make_dataset
 from tests.http_server import Route, closed_port_url
 
@@ -717,7 +717,7 @@ DYING_WRITER = '''
 """pipeline.py, except that the process SIGKILLs itself halfway through writing 3.pth."""
 import os, signal, sys
 import training.checkpoints
-from misc.cli import run_main
+from common.cli import run_main
 import pipeline
 
 real_atomic_write = training.checkpoints.atomic_write
@@ -953,7 +953,7 @@ def test_what_happens_when(row: Row, tmp_path: Path, capsys, monkeypatch, http_s
     assert result.code == row.code, shown
     assert " ".join(row.says.split()) in " ".join(shown.split()), shown  # stats columns are padded
     if row.code == 1:
-        assert "misc.errors.UserError" in result.err
+        assert "common.errors.UserError" in result.err
     else:
         assert "Traceback" not in result.err, result.err
     if row.code == 2 and "usage:" not in result.err:

@@ -1,4 +1,4 @@
-"""misc/compare_runs.py: every run folder of a save_dir in one table and one figure."""
+"""training/run_list.py and misc/compare_runs.py: every run folder of a save_dir in one table and one figure."""
 from __future__ import annotations
 
 import subprocess
@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from misc.cli import run_main
-from misc.compare_runs import format_runs_table, list_runs, main, plot_runs
-from misc.errors import UserError
+from common.cli import run_main
+from common.errors import UserError
+from misc.compare_runs import main, plot_runs
 from training.config import TrainConfig
+from training.run_list import format_runs_table, list_runs
 from training.runs import STATS_FILE, StatsFile, run_name, write_hparams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,8 +88,8 @@ def test_missing_save_dir_is_a_user_error(tmp_path):
 
 def test_script_prints_the_table_and_plots(save_dir, tmp_path):
     out = tmp_path / "runs.png"
-    result = subprocess.run([sys.executable, str(REPO / "misc" / "compare_runs.py"), "--save_dir", str(save_dir),
-                             "--plot", str(out)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "misc.compare_runs", "--save_dir", str(save_dir),
+                             "--plot", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard" in result.stdout and out.exists()
 

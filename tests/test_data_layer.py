@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from data.cache import build_or_load_cache
 from data.decode import UnreadableImage, decode_image
 from data.index import index_folder, split_by_item
 from data.splits import describe_skipped, load_splits
 from data.stats import dataset_stats, format_stats
-from misc.errors import UserError
 from tests.datasets import COLOURS, make_dataset
+
 
 def test_index_ignores_non_images_hidden_files_and_outside_symlinks(tmp_path):
     root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)

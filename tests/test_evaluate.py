@@ -8,7 +8,7 @@ from PIL import Image
 
 import evaluate
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 from tests.datasets import make_dataset
 from tests.http_server import Route
 
@@ -92,7 +92,8 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
             "--no_figures", *fresh]
     code, out, err = run_evaluate(argv, capsys)
     assert code == 0, err
-    assert "epoch 2 of" in out and (other_save / "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False" / "2.pth").exists()
+    installed = other_save / "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+    assert "epoch 2 of" in out and (installed / "2.pth").exists()
     again_code, _, _ = run_evaluate(argv, capsys)  # identical run already installed: reused
     assert again_code == 0
 

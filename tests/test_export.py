@@ -9,7 +9,7 @@ from PIL import Image
 
 import evaluate
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 # on CPU, where evaluation embeds in float32 (CUDA autocast would round the gallery to bf16)

@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 import evaluate
+from common.cli import run_main
+from common.errors import UserError
 from data.splits import load_splits
 from evaluation.embed import embed
 from evaluation.original_runs import identify
 from evaluation.weights import DEFAULT_WEIGHTS_URL, InstalledRun, pick_run
-from misc.cli import run_main
-from misc.errors import UserError
 from models.original_nets import ORIGINAL_NETS, FaceNetInception, Network, ToyNetwork, expected_shapes
 from tests.datasets import make_dataset
 from tests.http_server import Route
@@ -150,7 +150,8 @@ def test_cache_keys_keep_stretch_and_letterbox_apart(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda s: s.update({"linear.weight": torch.zeros(64, 1024)}), "linear.weight has shape [64, 1024], expected [128, 1024]"),
+    (lambda s: s.update({"linear.weight": torch.zeros(64, 1024)}),
+     "linear.weight has shape [64, 1024], expected [128, 1024]"),
     (lambda s: s.update({"extra.weight": torch.zeros(3)}), "1 unknown key(s), first extra.weight"),
 ])
 def test_a_state_dict_that_fits_no_original_network_is_a_clear_error(facenet_state, shop, tmp_path, capsys,

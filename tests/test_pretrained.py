@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 from models.pretrained import URL_ENV
 from tests.datasets import make_dataset
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 from training.augment import augment
 from training.checkpoints import available_epochs, load_checkpoint, load_weights
 from training.config import TrainConfig

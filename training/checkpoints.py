@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from misc.errors import UserError
-from misc.atomic import atomic_write
+from common.atomic import atomic_write
+from common.errors import UserError
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(\d+)\.pth$")

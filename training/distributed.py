@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from misc.errors import UserError
+from common.errors import UserError
 
 
 def pick_device(preference: str = "auto", local_rank: int | None = None) -> torch.device:

@@ -3,7 +3,7 @@
 The folder name carries every hyperparameter that changes training, so "same folder" means
 "same training" and re-running a command resumes it. Default hyperparameters give exactly the
 original name (``SimpleNet_LR_0.0001_decay_0.95_BS_64``); any other setting that differs from
-its default is appended (``..._K_8_margin_0.3_mining_hard``).
+its fixed reference value is appended (``..._K_8_margin_0.3_mining_hard``).
 """
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import io
 import json
 import os
 import socket
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from misc.atomic import TEMP_SUFFIX, atomic_write_text
-from misc.errors import UserError
-from training.config import TrainConfig
+from common.atomic import TEMP_SUFFIX, atomic_write_text
+from common.errors import UserError
+from training.config import TrainConfig, name_parts
 
 STATS_FILE = "training_stats.csv"
 HPARAMS_FILE = "hparams.json"
@@ -26,21 +25,17 @@ LOCK_FILE = ".lock"
 STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
                  "triplets", "lr", "seconds")
 
-# Name parts beyond the original LR/decay/BS, in name order, with their short labels: every
-# TrainConfig field that changes what training produces. epochs, device, amp, num_workers and the
-# eval/save periods are not here, so a run can be continued with more epochs or on another device.
-_EXTRA_NAME_PARTS = {"images_per_item": "K", "margin": "margin", "mining": "mining", "seed": "seed",
-                     "augment": "augment", "embedding_size": "emb", "pretrained": "pretrained",
-                     "freeze_backbone": "frozen"}
 
 
 def run_name(model_class: str, config: TrainConfig) -> str:
-    """``<ModelClass>_LR_<lr>_decay_<lrd>_BS_<bs>`` plus non-default training hyperparameters."""
+    """``<ModelClass>_LR_<lr>_decay_<lrd>_BS_<bs>`` plus the hyperparameters that differ from
+    their fixed reference values, in field order (the fields declared with a run-name label;
+    epochs, device and the eval/save periods have none, so a run can be continued with more
+    epochs or on another device)."""
     name = f"{model_class}_LR_{config.learning_rate}_decay_{config.lr_decay}_BS_{config.batch_size}"
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for field, label in _EXTRA_NAME_PARTS.items():
+    for field, (label, reference) in name_parts().items():
         value = getattr(config, field)
-        if value != defaults[field]:
+        if value != reference:
             name += f"_{label}_{value}"
     return name
 

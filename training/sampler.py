@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from misc.errors import UserError
+from common.errors import UserError
 
 
 class PKSampler:

@@ -22,19 +22,24 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common.errors import UserError
 from data.dataset import ImageSet
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
-from misc.errors import UserError
 from training.augment import augment
-from training.checkpoints import (available_epochs, load_checkpoint, load_model_state,
-                                  restore_rng_states, rng_states, save_checkpoint)
+from training.checkpoints import (
+    available_epochs,
+    load_checkpoint,
+    load_model_state,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from training.config import TrainConfig
 from training.distributed import DistContext, gather_batch, setup
 from training.loss import triplet_loss
-from training.runs import (STATS_FILE, RunLock, StatsFile, remove_temp_files, run_name,
-                           write_hparams)
+from training.runs import STATS_FILE, RunLock, StatsFile, remove_temp_files, run_name, write_hparams
 from training.sampler import PKSampler
 
 EVAL_K = 5  # "evaluation score" = in_any@5, as in the original

@@ -17,11 +17,9 @@ from data.stats import dataset_stats, format_stats
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from evaluation.report import format_metrics_table
-from misc.options import run_fields
-from misc.params import write_effective_params
 from models import build_model
-from training.config import TrainConfig
 from training.distributed import DistContext, setup
+from training.options import config_from_args, model_kwargs, save_effective_params
 from training.trainer import train
 
 TRAIN_EVAL_SPLITS = ("val", "eval", "test")  # training evaluates on val, else test (DESIGN.md)
@@ -30,27 +28,6 @@ TRAIN_EVAL_SPLITS = ("val", "eval", "test")  # training evaluates on val, else t
 def cache_dir(dataset_dir: str | Path) -> Path:
     """Decoded-image caches live with the other git-ignored outputs."""
     return Path(dataset_dir) / "files_to_gitignore" / "cache"
-
-
-def run_config(args: argparse.Namespace, model_name: str, model: nn.Module | None,
-               **extra) -> TrainConfig:
-    """The TrainConfig whose run folder this model and command line train into (or load from)."""
-    return TrainConfig(model=model_name, pretrained=bool(getattr(model, "pretrained", False)),
-                       **run_fields(args), **extra)
-
-
-def train_config(args: argparse.Namespace, model_name: str, model: nn.Module | None) -> TrainConfig:
-    """The full TrainConfig of one model from the parsed command line."""
-    return run_config(args, model_name, model, epochs=args.epochs, device=args.device,
-                      num_workers=args.num_workers, eval_every=args.eval_every,
-                      save_every=args.save_every)
-
-
-def model_kwargs(args: argparse.Namespace) -> dict:
-    """Constructor options from the command line; build_model drops those a model does not take."""
-    chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
-              "freeze_backbone": args.freeze_backbone, "pretrained": args.pretrained}
-    return {key: value for key, value in chosen.items() if value not in (None, False)}
 
 
 def prepare_data(args: argparse.Namespace, ctx: DistContext) -> Path:
@@ -85,7 +62,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Train every model of ``args.models_list`` and return (and print) their eval metrics."""
     ctx = setup(args.device)
     for name in args.models_list:  # bad hyperparameters fail now, not after a download
-        train_config(args, name, model=None)
+        config_from_args(args, name, model=None)
     root = prepare_data(args, ctx)
     results: dict[str, dict[str, float]] = {}
     for number, name in enumerate(args.models_list):
@@ -98,10 +75,10 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         if args.prepare_only:
             continue
         if model.trainable:
-            result = train(train_config(args, name, model), model, splits.sets["train"], eval_set,
+            result = train(config_from_args(args, name, model), model, splits.sets["train"], eval_set,
                            Path(args.save_dir))
             if ctx.is_main:
-                write_effective_params(args, result.run_dir, model=name)
+                save_effective_params(args, result.run_dir, name)
         if ctx.is_main:
             results[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
     if ctx.is_main and results:
