@@ -8,6 +8,7 @@ its default is appended (``..._K_8_margin_0.3_mining_hard``).
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -118,54 +119,51 @@ def _format(value: Any) -> str:
 
 
 class RunLock:
-    """``.lock`` in the run folder, created with O_EXCL, holding ``<host> <pid>``.
+    """``.lock`` in the run folder, held with an OS lock (``fcntl.flock``) and naming ``<host> <pid>``.
 
     Two processes training one folder would overwrite each other's checkpoints, so the second one
-    stops with a UserError. A lock left by a process that died on this host is taken over.
+    stops with a UserError. The OS releases the lock when its holder dies (even by SIGKILL), so a
+    stale lock file is simply taken over, and two processes can never both take it over: the
+    kernel grants the lock to one. The file is removed on exit; a process that locked a file
+    just removed by its previous holder sees the path now names another file and tries again.
     """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOCK_FILE
         self.owner = f"{socket.gethostname()} {os.getpid()}"
+        self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        for _ in range(2):
+        for _ in range(10):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_alive():
-                    raise UserError(f"{self.path}: another process ({self._read()}) is training this run "
-                                    "folder; wait for it to finish, or delete the lock file if it is "
-                                    "not running") from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.owner)
-            return self
-        raise UserError(f"{self.path}: could not take the lock; delete the file and retry")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"{self.path}: another process ({self._read() or 'unknown'}) is "
+                                "training this run folder; wait for it to finish") from None
+            if self._is_current(fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, self.owner.encode())
+                self._fd = fd
+                return self
+            os.close(fd)  # the holder removed this file as we opened it: lock the new one
+        raise UserError(f"{self.path}: could not take the lock; retry")
 
     def __exit__(self, *exc: object) -> None:
-        if self._read() == self.owner:
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked, so no one locks a removed file
+            os.close(self._fd)
+            self._fd = None
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def _read(self) -> str | None:
         try:
             return self.path.read_text().strip()
         except FileNotFoundError:
             return None
-
-    def _holder_alive(self) -> bool:
-        """True unless the lock is gone or its holder is a process on this host that has died."""
-        holder = self._read()
-        if holder is None:
-            return False
-        host, _, pid = holder.rpartition(" ")
-        if host != socket.gethostname() or not pid.isdigit():
-            return True  # another host's lock, or one being written right now
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True

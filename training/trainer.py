@@ -28,8 +28,8 @@ from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from misc.errors import UserError
 from training.augment import augment
-from training.checkpoints import (available_epochs, load_checkpoint, load_model_state,
-                                  restore_rng_states, rng_states, save_checkpoint)
+from training.checkpoints import (CheckpointSaver, load_model_state, restore_rng_states,
+                                  rng_states)
 from training.config import TrainConfig
 from training.distributed import DistContext, gather_batch, setup
 from training.loss import triplet_loss
@@ -81,17 +81,18 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
     run_dir = Path(save_dir) / run_name(type(model).__name__, config)
+    saver = CheckpointSaver(run_dir, config.save_every)
 
     with _claim(ctx, run_dir):
-        start, metrics = _resume(run_dir, config, model, optimizer, scheduler, scaler)
+        start, metrics = _resume(saver, config, model, optimizer, scheduler, scaler)
         stats = StatsFile(run_dir / STATS_FILE) if ctx.is_main else None
         if stats:
             write_hparams(run_dir, config.model, type(model).__name__, config)
             stats.truncate(start)
         if start >= config.epochs:
-            if ctx.is_main:
-                log(f"{run_dir}: already trained to epoch {start}; raise --epochs to continue")
-            return TrainResult(run_dir, start, 0, metrics)
+            return _finished(saver, config, model, start, metrics, log if ctx.is_main else None)
+        if ctx.is_main and start:
+            log(f"resuming {run_dir} from epoch {start}")
         if stats and start == 0 and not stats.rows:
             metrics = _evaluate(model, eval_set, config, ctx.device)
             stats.add({"epoch": 0, "lr": config.learning_rate, **metrics})
@@ -105,7 +106,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
             started = time.perf_counter()
             loss, triplets = _train_epoch(training, train_set, sampler, epoch)
             seconds = time.perf_counter() - started
-            _stop_if_diverged(model, loss, epoch, run_dir)
+            _stop_if_diverged(model, loss, epoch, saver)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             if ctx.is_main:
@@ -114,12 +115,41 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
                     if last or epoch % config.eval_every == 0 else {}
                 stats.add({"epoch": epoch, "mean training loss": loss, "triplets": triplets,
                            "lr": lr, "seconds": round(seconds, 2), **metrics})
-                if last or (config.save_every and epoch % config.save_every == 0):
-                    save_checkpoint(run_dir, epoch, _checkpoint_state(config, model, optimizer,
-                                                                      scheduler, scaler, metrics))
+                saver.save(epoch, _checkpoint_state(config, model, optimizer, scheduler, scaler,
+                                                    metrics),
+                           final=last, score=metrics.get("evaluation score"))
                 log(_epoch_line(epoch, config.epochs, loss, metrics, triplets, lr, seconds))
             ctx.barrier()
+        if ctx.is_main:
+            log(f"saved {run_dir}: epochs {start + 1}-{config.epochs}, {_best_text(saver)}")
     return TrainResult(run_dir, config.epochs, config.epochs - start, metrics)
+
+
+def _best_text(saver: CheckpointSaver) -> str:
+    if saver.best_score is None:
+        return "not evaluated"
+    return f"best {saver.best_score:.2f}% at epoch {saver.best_epoch}"
+
+
+def _finished(saver: CheckpointSaver, config: TrainConfig, model: nn.Module, reached: int,
+              metrics: dict[str, float], log: Callable[[str], None] | None) -> TrainResult:
+    """A run already at or past ``config.epochs``: train nothing; below it, load the asked epoch.
+
+    ``--epochs N`` under what a run reached means "the model after N epochs": ``N.pth`` when it
+    was kept, else the newest checkpoint saved before N, and one line says which and why.
+    """
+    if reached == config.epochs:
+        if log:
+            log(f"{saver.run_dir}: already trained to epoch {reached}; raise --epochs to continue")
+        return TrainResult(saver.run_dir, reached, 0, metrics)
+    checkpoint = saver.nearest(config.epochs)
+    load_model_state(model, checkpoint, config.model)
+    if log:
+        why = "its checkpoint" if checkpoint.epoch == config.epochs else \
+            f"no checkpoint of epoch {config.epochs} was kept (saved: {saver.listing()})"
+        log(f"{saver.run_dir}: trained to epoch {reached}; --epochs {config.epochs} uses epoch "
+            f"{checkpoint.epoch} ({checkpoint.path.name}): {why}")
+    return TrainResult(saver.run_dir, checkpoint.epoch, 0, checkpoint.state.get("metrics", {}))
 
 
 def _check_inputs(config: TrainConfig, model: nn.Module, train_set: ImageSet) -> None:
@@ -153,13 +183,13 @@ def _claim(ctx: DistContext, run_dir: Path) -> Iterator[None]:
         yield
 
 
-def _resume(run_dir: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler,
+def _resume(saver: CheckpointSaver, config: TrainConfig, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
             scaler: torch.amp.GradScaler) -> tuple[int, dict[str, float]]:
     """Restore the newest readable checkpoint; return (its epoch, its metrics), or (0, {})."""
-    if not available_epochs(run_dir):
+    checkpoint = saver.resume()
+    if checkpoint is None:
         return 0, {}
-    checkpoint = load_checkpoint(run_dir, "latest")
     state = checkpoint.state
     load_model_state(model, checkpoint, config.model)
     optimizer.load_state_dict(state["optimizer"])
@@ -246,7 +276,7 @@ def _load_batches(image_set: ImageSet, batches: list[np.ndarray], workers: int,
             yield ahead.popleft().result()
 
 
-def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, run_dir: Path) -> None:
+def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, saver: CheckpointSaver) -> None:
     """Stop before anything is written when the weights are no longer finite numbers.
 
     A NaN loss in a mixed-precision step alone is not fatal (GradScaler skips that step); NaN
@@ -255,9 +285,8 @@ def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, run_dir: Path) 
     weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
     if weights_ok and math.isfinite(loss):
         return
-    kept = available_epochs(run_dir)
-    raise UserError(f"{run_dir}: training diverged in epoch {epoch} (loss {loss}); nothing was saved "
-                    f"for it and the checkpoints ({', '.join(map(str, kept)) or 'none'}) are kept; "
+    raise UserError(f"{saver.run_dir}: training diverged in epoch {epoch} (loss {loss}); nothing was "
+                    f"saved for it and the checkpoints ({saver.listing()}) are kept; "
                     "train with a lower --learning_rate")
 
 
