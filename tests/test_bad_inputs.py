@@ -926,8 +926,8 @@ ROWS = [
     Row("unknown device", pipeline_flags("--device", "tpu"), 2, "'tpu': use auto, cpu, mps, cuda"),
     Row("--num_disp 0", evaluate_flags("--num_disp", "0"), 2, "--num_disp: 0 must be at least 1"),
     Row("negative --num_pages", evaluate_flags("--num_pages", "-1"), 2, "'-1' must be a whole number >= 0"),
-    Row("--checkpoint not a number", evaluate_flags("--checkpoint", "best"), 2,
-        "'best': use 'latest' or an epoch number"),
+    Row("--checkpoint not a number", evaluate_flags("--checkpoint", "newest"), 2,
+        "'newest': use 'latest', 'best' or an epoch number"),
     Row("--show_case typo", evaluate_flags("--show_case", "fial"), 2, "invalid choice: 'fial'"),
     Row("any error with --debug", with_debug, 1, "Traceback (most recent call last)"),
 ]
