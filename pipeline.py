@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(more help with --big_ims; 0 = read in the loop)")
     parser.add_argument("--num_neighbours", type=positive_int, default=5,
                         help="k of in_any@k and closest[1..k] in the final table")
+    parser.add_argument("--accept_changed_data", action="store_true",
+                        help="continue a run whose dataset gained or lost items since it was "
+                             "trained (otherwise refused, naming what changed)")
     parser.add_argument("--prepare_only", action="store_true",
                         help="fetch/generate the dataset and build its caches, then stop (dvc's prepare stage)")
     add_shared_options(parser)

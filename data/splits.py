@@ -19,6 +19,7 @@ from PIL import Image
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
 from data.decode import check_pixels
+from data.identity import DataIdentity, dataset_identity, split_identity
 from data.index import DatasetIndex, index_folder
 from misc.errors import UserError
 
@@ -33,6 +34,13 @@ class Splits:
     root: Path
     skipped: list[tuple[str, str]] = field(default_factory=list)
     indexes: dict[str, DatasetIndex] = field(default_factory=dict)
+    identity: DataIdentity | None = None
+
+    def shared_items(self, eval_name: str) -> list[str]:
+        """Item names a pre-split layout has in both train/ and ``eval_name``/ (seen items)."""
+        if "train" not in self.indexes or eval_name not in self.indexes:
+            return []
+        return sorted(set(self.indexes["train"].items) & set(self.indexes[eval_name].items))
 
     def pick_eval(self, preferred: tuple[str, ...], override: str | None = None) -> ImageSet:
         """The evaluation set: `override` (--split) if given, else the first preferred present."""
@@ -57,11 +65,14 @@ def load_splits(root: Path, size: int, cache_dir: Path, *, eval_fraction: float 
         loaded = {n: _load_folder(root / n, size, cache_dir, big_ims, progress) for n in parts}
         sets = {n: s for n, (s, _, _) in loaded.items()}
         skipped = [(f"{n}/{p}", why) for n, (_, _, sk) in loaded.items() for p, why in sk]
-        return Splits(sets, root, skipped, {n: idx for n, (_, idx, _) in loaded.items()})
+        indexes = {n: idx for n, (_, idx, _) in loaded.items()}
+        return Splits(sets, root, skipped, indexes,
+                      dataset_identity(root, indexes, split_identity(True, eval_fraction, split_seed)))
     whole, index, skipped = _load_folder(root, size, cache_dir, big_ims, progress)
     train_rows, eval_rows = split_by_item(whole.index, eval_fraction, split_seed)
     sets = {"train": subset(whole, train_rows), "eval": subset(whole, eval_rows)}
-    return Splits(sets, root, skipped, {"all": index})
+    return Splits(sets, root, skipped, {"all": index},
+                  dataset_identity(root, {"all": index}, split_identity(False, eval_fraction, split_seed)))
 
 
 def split_by_item(index: DatasetIndex, eval_fraction: float = 0.2,
@@ -139,3 +150,14 @@ def describe_skipped(skipped: list[tuple[str, str]], root: Path, limit: int = 5)
     named = ", ".join(f"{p} ({why})" for p, why in skipped[:limit])
     more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
     return f"warning: skipped {len(skipped)} unreadable image(s) in {root}: {named}{more}"
+
+
+def describe_shared_items(splits: Splits, eval_set: ImageSet) -> str | None:
+    """A warning when a pre-split layout's train/ and evaluation folder share item names."""
+    eval_name = next(name for name, image_set in splits.sets.items() if image_set is eval_set)
+    shared = splits.shared_items(eval_name)
+    if not shared:
+        return None
+    named = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+    return (f"warning: {splits.root}: {len(shared)} item(s) are in both train/ and {eval_name}/ "
+            f"({named}); their {eval_name} scores are of items seen in training")

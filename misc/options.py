@@ -66,6 +66,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--split_seed", type=int, default=0,
                        help="seed of the item split; keep it fixed so evaluation never sees "
                             "trained items (default 0)")
+    group.add_argument("--data_seed", type=int, default=0,
+                       help="seed of the built-in synthetic dataset (apart from --seed, so seed "
+                            "studies train on the same data; default 0)")
     group.add_argument("--split", default=None,
                        help="for pre-split archives: which split to evaluate on (val, eval, test)")
 

@@ -30,6 +30,7 @@ PARAM_DESTS: dict[str, tuple[str, ...]] = {
     "data.dataset_dir": ("dataset_dir",),
     "data.eval_fraction": ("eval_fraction",),
     "data.split_seed": ("split_seed",),
+    "data.data_seed": ("data_seed",),
     "data.split": ("split",),
     "data.big_ims": ("big_ims",),
     "train.model": ("models_list", "model"),

@@ -111,7 +111,7 @@ def test_weights_zip_without_a_run_is_a_clear_error(trained, capsys, tmp_path, h
 
 def test_weights_zip_of_an_unknown_architecture_is_refused(trained, capsys, tmp_path, http_server):
     _, save_dir, common = trained
-    run = next(save_dir.glob("SimpleNet_*"))
+    run = next(save_dir.glob("shop/SimpleNet_*"))
     state = torch.load(run / "2.pth", weights_only=True)
     state["model_name"] = "mystery_net"
     bad = tmp_path / "bad.zip"

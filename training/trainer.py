@@ -23,18 +23,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.dataset import ImageSet
+from data.identity import DataIdentity
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from misc.errors import UserError
 from training.augment import augment
-from training.checkpoints import (CheckpointSaver, load_model_state, restore_rng_states,
-                                  rng_states)
+from training.checkpoints import (CheckpointSaver, has_checkpoints, load_model_state,
+                                  restore_rng_states, rng_states)
 from training.config import TrainConfig
 from training.distributed import DistContext, gather_batch, setup
 from training.loss import triplet_loss
-from training.runs import (STATS_FILE, RunLock, StatsFile, remove_temp_files, run_name,
-                           write_hparams)
+from training.runs import (STATS_FILE, RunLock, StatsFile, bind_data, remove_temp_files,
+                           run_folder, write_hparams)
 from training.sampler import PKSampler
 
 EVAL_K = 5  # "evaluation score" = in_any@5, as in the original
@@ -63,12 +64,15 @@ class _Training:
 
 
 def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: ImageSet | None,
-          save_dir: Path, *, log: Callable[[str], None] = tqdm.write) -> TrainResult:
+          save_dir: Path, *, data: DataIdentity | None = None, accept_changed_data: bool = False,
+          log: Callable[[str], None] = tqdm.write) -> TrainResult:
     """Train ``model`` (built from ``config.model``) on ``train_set``; evaluate on ``eval_set``.
 
-    The run folder is ``save_dir/<run_name>``; re-running the same configuration resumes there,
-    and a configuration already trained to ``config.epochs`` trains nothing. Under torchrun every
-    process calls this; rank 0 alone evaluates, writes and logs.
+    The run folder is ``save_dir/<dataset name>/<run_name>`` (``save_dir/<run_name>`` without
+    ``data``); re-running the same configuration on the same data resumes there, changed data is
+    refused unless ``accept_changed_data``, and a configuration already trained to
+    ``config.epochs`` trains nothing. Under torchrun every process calls this; rank 0 alone
+    evaluates, writes and logs.
     """
     ctx = setup(config.device)
     _check_inputs(config, model, train_set)
@@ -80,14 +84,16 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
-    run_dir = Path(save_dir) / run_name(type(model).__name__, config)
+    run_dir = run_folder(save_dir, type(model).__name__, config, data and data.name)
     saver = CheckpointSaver(run_dir, config.save_every)
+    if ctx.is_main and data is not None:
+        _note_legacy_run(Path(save_dir) / run_dir.name, run_dir, log)
 
-    with _claim(ctx, run_dir):
+    with _claim(ctx, run_dir, data, train_set, accept_changed_data):
         start, metrics = _resume(saver, config, model, optimizer, scheduler, scaler)
         stats = StatsFile(run_dir / STATS_FILE) if ctx.is_main else None
         if stats:
-            write_hparams(run_dir, config.model, type(model).__name__, config)
+            write_hparams(run_dir, config.model, type(model).__name__, config, data)
             stats.truncate(start)
         if start >= config.epochs:
             return _finished(saver, config, model, start, metrics, log if ctx.is_main else None)
@@ -116,7 +122,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
                 stats.add({"epoch": epoch, "mean training loss": loss, "triplets": triplets,
                            "lr": lr, "seconds": round(seconds, 2), **metrics})
                 saver.save(epoch, _checkpoint_state(config, model, optimizer, scheduler, scaler,
-                                                    metrics),
+                                                    metrics, data),
                            final=last, score=metrics.get("evaluation score"))
                 log(_epoch_line(epoch, config.epochs, loss, metrics, triplets, lr, seconds))
             ctx.barrier()
@@ -169,9 +175,18 @@ def _use_amp(config: TrainConfig, device: torch.device, log: Callable[[str], Non
     return config.amp is not False
 
 
+def _note_legacy_run(legacy: Path, run_dir: Path, log: Callable[[str], None]) -> None:
+    """One line when the same flags trained a run before runs were bound to their dataset."""
+    if legacy != run_dir and has_checkpoints(legacy) and not run_dir.exists():
+        log(f"note: {legacy} was trained before runs recorded their dataset (dataset unknown); it "
+            f"is kept as it is (evaluate it with --run_dir); this run trains in {run_dir}")
+
+
 @contextmanager
-def _claim(ctx: DistContext, run_dir: Path) -> Iterator[None]:
-    """Rank 0 creates and locks the run folder and clears a killed run's temp files; all ranks wait."""
+def _claim(ctx: DistContext, run_dir: Path, data: DataIdentity | None, train_set: ImageSet,
+           accept_changed_data: bool) -> Iterator[None]:
+    """Rank 0 creates and locks the run folder, checks it was trained on ``data`` and clears a
+    killed run's temp files; all ranks wait (and stop together when rank 0 refuses)."""
     if not ctx.is_main:
         ctx.barrier()
         yield
@@ -179,6 +194,8 @@ def _claim(ctx: DistContext, run_dir: Path) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         remove_temp_files(run_dir)
+        if data is not None:
+            bind_data(run_dir, data, train_set.paths, accept_change=accept_changed_data)
         ctx.barrier()
         yield
 
@@ -303,8 +320,9 @@ def _evaluate(model: nn.Module, eval_set: ImageSet | None, config: TrainConfig,
 
 def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                      metrics: dict[str, float]) -> dict:
+                      metrics: dict[str, float], data: DataIdentity | None) -> dict:
     return {
+        "data": None if data is None else data.to_dict(),
         "model_name": config.model,
         "model_class": type(model).__name__,
         "model": model.state_dict(),
