@@ -85,14 +85,14 @@ class CheckpointSaver:
 
     def save(self, epoch: int, state: dict[str, Any], *, final: bool = False,
              score: float | None = None) -> list[Path]:
-        """Write the files the policy asks for at ``epoch``; return them (last.pth always last)."""
-        if score is not None and (self.best_score is None or score > self.best_score):
-            self.best_score, self.best_epoch = score, epoch
-            targets = [self.run_dir / BEST]
-        else:
-            targets = []
+        """Write the files the policy asks for at ``epoch``; return them (last.pth always last,
+        so a kill mid-save resumes from an epoch whose files are all complete)."""
+        targets = []
         if final or (self.save_every and epoch % self.save_every == 0):
             targets.append(checkpoint_path(self.run_dir, epoch))
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score, self.best_epoch = score, epoch
+            targets.append(self.run_dir / BEST)
         targets.append(self.run_dir / LAST)
         contents = {"format_version": FORMAT_VERSION, "epoch": epoch, **state,
                     "best": {"score": self.best_score, "epoch": self.best_epoch}}
@@ -143,11 +143,9 @@ class CheckpointSaver:
         return sorted(set(available_epochs(self.run_dir)) | set(self._aliases().values()))
 
     def listing(self) -> str:
-        """``2, 4, 5 (last), 4 (best)``-style text of what can be loaded, for error messages."""
-        aliases = self._aliases()
-        parts = [str(e) for e in available_epochs(self.run_dir)]
-        parts += [f"{epoch} ({name.removesuffix('.pth')})" for name, epoch in aliases.items()]
-        return ", ".join(parts) or "none"
+        """``2, 4; last.pth: 5; best.pth: 4``: what can be loaded, for messages."""
+        numbered = ", ".join(map(str, available_epochs(self.run_dir))) or "none numbered"
+        return "; ".join([numbered] + [f"{name}: {epoch}" for name, epoch in self._aliases().items()])
 
     def _aliases(self) -> dict[str, int]:
         """Epochs of last.pth and best.pth that can be read (peeked without loading the tensors)."""
