@@ -14,9 +14,10 @@ from torch import nn
 from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import UnreadableImage, decode_image
+from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, safe_name, unseen_rows
 from data.index import printable
 from data.sources import locate_dataset
-from data.splits import describe_skipped, load_splits
+from data.splits import Splits, describe_shared_items, describe_skipped, load_splits, subset
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.figures import render_pages, render_query_page, select_queries
@@ -29,26 +30,34 @@ from training.checkpoints import load_weights
 from training.distributed import pick_device
 from training.options import config_from_args, model_kwargs
 from training.run_list import format_runs_table, list_runs
-from training.runs import run_name
+from training.runs import find_run_folders, read_hparams, run_folder
 from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
 
 def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
-    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
+    """The run folder: --run_dir, a downloaded run, or the one the dataset and hyperparameter
+    flags name (``<save_dir>/<dataset>/<run>``, else a run from before runs were bound to their
+    dataset, ``<save_dir>/<run>``)."""
     save_dir = Path(args.save_dir)
     if args.download_weights:
         return fetch_run(args.weights_url, save_dir)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, config_from_args(args, args.model, model))
+        config = config_from_args(args, args.model, model)
+        dataset = safe_name(dataset_root(args).resolve().name)
+        run_dir = run_folder(save_dir, type(model).__name__, config, dataset)
+        legacy = run_folder(save_dir, type(model).__name__, config, None)
+        if not run_dir.is_dir() and legacy.is_dir():
+            run_dir = legacy
     if not run_dir.is_dir():
-        runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
+        runs = [p.relative_to(save_dir).as_posix() for p in find_run_folders(save_dir)]
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
-                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir")
+                        "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
+                        "--run_dir")
     return run_dir
 
 
@@ -59,7 +68,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         return {}
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label, run_dir = args.model, None
+    label, run_dir, recorded = args.model, None, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
@@ -67,8 +76,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
             return {}
         checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
         label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
+        recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
     model.to(device)
-    gallery = load_gallery(args, model.input_size)
+    gallery, scope = held_out_gallery(run_dir, recorded, *load_gallery(args, model.input_size))
     embeddings = embed(model, gallery, device=device)
     if args.save_embeddings:
         save_embeddings(Path(args.save_embeddings), embeddings, gallery)
@@ -78,8 +88,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     retrieval = evaluate_retrieval(embeddings, gallery.labels, k=args.num_neighbours,
                                    backend=args.knn_backend)
     metrics = retrieval.metrics
-    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
-    print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} {scope}")
+    print(format_metrics_table({args.model: metrics}, args.num_neighbours, num_items=len(gallery.items)))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=embeddings, image_set=gallery, projection=args.projection)
@@ -89,15 +99,51 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     return metrics
 
 
-def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
-    """The evaluation split of the dataset, decoded at the model's input size."""
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
-    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims)
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
-    return splits.pick_eval(EVALUATE_SPLITS, args.split)
+def dataset_root(args: argparse.Namespace) -> Path:
+    """The dataset folder the data flags name (fetched or generated when missing)."""
+    return locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed)
+
+
+def load_gallery(args: argparse.Namespace, size: int) -> tuple[ImageSet, Splits]:
+    """The evaluation split of the dataset, decoded at the model's input size, and all splits."""
+    splits = load_splits(dataset_root(args), size, cache_dir(args.dataset_dir),
+                         eval_fraction=args.eval_fraction, split_seed=args.split_seed,
+                         big_ims=args.big_ims)
+    gallery = splits.pick_eval(EVALUATE_SPLITS, args.split)
+    for warning in (describe_skipped(splits.skipped, splits.root), describe_shared_items(splits, gallery)):
+        if warning:
+            print(warning)
+    return gallery, splits
+
+
+def held_out_gallery(run_dir: Path | None, recorded: dict | None, gallery: ImageSet,
+                     splits: Splits) -> tuple[ImageSet, str]:
+    """The gallery without any image the run trained on, and how to describe what is left.
+
+    The run's ``train_images.sha1`` names its training images by content, so this holds on
+    another split, another dataset, or a copy of part of the training data: whatever is left was
+    never trained on. A run that recorded no data (trained before runs did) cannot be checked:
+    its items are not called held-out.
+    """
+    if run_dir is None:
+        return gallery, "held-out items"
+    digests = read_digests(run_dir / DIGESTS_FILE)
+    if recorded is None or digests is None:
+        print(f"warning: {run_dir}: dataset unknown (the run recorded neither its data nor its "
+              "training images); cannot tell which of these images it trained on")
+        return gallery, "items (dataset unknown: not known to be held out)"
+    change = describe_change(recorded, splits.identity)
+    if change:
+        print(f"note: {run_dir} was trained on {DataIdentity(**recorded).describe()}; evaluating "
+              f"{splits.identity.describe()} ({change})")
+    rows = unseen_rows(gallery.paths, digests)
+    if len(rows) < len(gallery):
+        print(f"left out {len(gallery) - len(rows)} of {len(gallery)} evaluation images: the run "
+              "trained on images with the same content")
+    if not rows:
+        raise UserError(f"{run_dir}: every evaluation image of {splits.root} was trained on by this "
+                        "run; evaluate it on data it has not seen")
+    return (gallery if len(rows) == len(gallery) else subset(gallery, np.asarray(rows))), "held-out items"
 
 
 def figure_dir(args: argparse.Namespace, case: str) -> Path:
