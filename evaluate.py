@@ -17,12 +17,12 @@ from common.params import parse_with_params
 
 
 def checkpoint_arg(text: str) -> int | str:
-    """argparse type for --checkpoint: 'latest' or an epoch number."""
-    if text == "latest":
+    """argparse type for --checkpoint: 'latest', 'best' or an epoch number."""
+    if text in ("latest", "best"):
         return text
     if text.isdigit():
         return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: use 'latest' or an epoch number such as 20")
+    raise argparse.ArgumentTypeError(f"{text!r}: use 'latest', 'best' or an epoch number such as 20")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.options import new_parser
     parser = new_parser(__doc__.split("\n")[0], "evaluate")
     parser.add_argument("--checkpoint", type=checkpoint_arg, default="latest",
-                        help="'latest' or the epoch number of a saved checkpoint")
+                        help="'latest' (last.pth), 'best' (best.pth: highest evaluation score) or an epoch number")
     parser.add_argument("--run_dir", default=None,
                         help="evaluate this run folder instead of the one the hyperparameters name")
     parser.add_argument("--download_weights", action="store_true",

@@ -17,7 +17,7 @@ from torch import nn
 
 from common.errors import UserError
 from models.original_nets import ORIGINAL_NETS, OriginalNet, expected_shapes
-from training.checkpoints import available_epochs, checkpoint_path, load_weights
+from training.checkpoints import Checkpoint, available_epochs, checkpoint_path, load_weights
 
 # What their metrics are, instead of "held-out": the original split rows, not items, so its
 # runs were trained on images of most items, and nobody knows which.
@@ -56,29 +56,30 @@ def original_model_of(run_dir: Path) -> str | None:
 
 
 def load_run(model: nn.Module | None, run_dir: Path, model_name: str,
-             epoch: int | str = "latest") -> tuple[nn.Module, int]:
+             epoch: int | str = "latest") -> tuple[nn.Module, Checkpoint]:
     """Load a run folder for evaluate.py: ours into `model`, or an original run into a new network.
 
     `model` is our model for `--model model_name`, None when that names an original network.
-    Returns the loaded model and the epoch of the checkpoint.
+    Returns the loaded model and its checkpoint (an original one records nothing but weights).
     """
     original = original_model_of(run_dir)
     if original is not None and serves_request(original, model_name):
-        return load_original(run_dir, original, epoch)
+        network, chosen = load_original(run_dir, original, epoch)
+        return network, Checkpoint(path=checkpoint_path(run_dir, chosen), epoch=chosen, state={})
     if original is not None:
         raise UserError(f"{run_dir}: holds the original project's {ORIGINAL_NETS[original].original_class}, "
                         f"not a {model_name} run; pass --model {original}")
     if model is None:
         raise UserError(f"{run_dir}: not a run of the original project, which --model {model_name} "
                         f"evaluates; pass --model {ORIGINAL_NETS[model_name].ours} for Snap Vision runs")
-    return model, load_weights(model, run_dir, model_name, epoch).epoch
+    return model, load_weights(model, run_dir, model_name, epoch)
 
 
 def load_original(run_dir: Path, model_name: str, epoch: int | str = "latest") -> tuple[OriginalNet, int]:
     """Build ``model_name`` and load ``<epoch>.pth`` ("latest" = the highest number) into it."""
     epochs = available_epochs(run_dir)
-    chosen = (epochs[-1] if epochs else None) if epoch == "latest" else int(epoch)
-    if chosen is None or chosen not in epochs:
+    chosen = (epochs[-1] if epochs else None) if epoch == "latest" else epoch
+    if chosen not in epochs:  # also "best": the original kept numbered checkpoints only
         raise UserError(f"{run_dir}: no checkpoint for epoch {epoch}; available epochs: "
                         f"{', '.join(map(str, epochs)) or 'none'}")
     path = checkpoint_path(run_dir, chosen)

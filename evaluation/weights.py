@@ -2,15 +2,20 @@
 
 A weights zip holds `<run folder name>/<epoch>.pth` plus the run's `training_stats.csv` and
 `hparams.json` (ours: one run), or the original project's run folders of bare state_dicts (one
-or several). Installing extracts it safely (data.archive), finds the runs inside and moves them
-into `--save_dir`, never over a different run that is already there; `pick_run` then chooses
-the one `--model` and the hyperparameter flags name.
+or several), which `pick_run` chooses from by `--model` and the hyperparameter flags. `last.pth`
+and `best.pth` are usually byte copies of a numbered checkpoint (the trainer writes the same bytes
+to each), so each checkpoint is packed once: such a copy travels as a line of
+`checkpoint_aliases.json` and is re-created on install. Installing extracts the zip safely
+(data.archive), finds the runs inside and moves them into `--save_dir`, never over a different
+run that is already there.
 """
 from __future__ import annotations
 
 import filecmp
 import hashlib
+import json
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -24,8 +29,10 @@ from data.download import download
 from evaluation.original_runs import original_model_of, serves_request
 from models import MODEL_NAMES
 from models.original_nets import ORIGINAL_NAMES
-from training.checkpoints import available_epochs, load_checkpoint
+from training.checkpoints import BEST, LAST, available_epochs, checkpoint_path, has_checkpoints, load_checkpoint
 
+ALIASES_FILE = "checkpoint_aliases.json"
+_NUMBERED = re.compile(r"^\d+\.pth$")
 DEFAULT_WEIGHTS_URL = ("https://drive.google.com/u/0/uc?id=1bTp1vVcAyi4dhTxr_WGKPqTVPrTIM0gB"
                        "&export=download&confirm=t")
 
@@ -33,22 +40,61 @@ DEFAULT_WEIGHTS_URL = ("https://drive.google.com/u/0/uc?id=1bTp1vVcAyi4dhTxr_WGK
 def pack_run(run_dir: Path, out_zip: Path) -> Path:
     """Zip `run_dir` as `<run name>/...` (checkpoints, stats, hparams; no locks or temp files)."""
     run_dir = Path(run_dir)
-    if not available_epochs(run_dir):
-        raise UserError(f"{run_dir}: no <epoch>.pth checkpoints to pack; train it first")
+    if not has_checkpoints(run_dir):
+        raise UserError(f"{run_dir}: no checkpoints to pack; train it first")
     out_zip = Path(out_zip)
     if out_zip.is_dir():
         raise UserError(f"--export_weights {out_zip}: is a folder; give the zip file to write, "
                         f"e.g. {out_zip / (run_dir.name + '.zip')}")
     out_zip.parent.mkdir(parents=True, exist_ok=True)
 
+    aliases = _copies(run_dir)
+
     def write_zip(handle: BinaryIO) -> None:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(run_dir.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
+                if path.is_file() and not path.name.startswith(".") and path.name not in aliases:
                     archive.write(path, f"{run_dir.name}/{path.name}")
+            if aliases:
+                archive.writestr(f"{run_dir.name}/{ALIASES_FILE}", json.dumps(aliases, indent=2))
 
     atomic_write(out_zip, write_zip)  # a failed or interrupted export leaves no half-written zip
     return out_zip
+
+
+def _copies(run_dir: Path) -> dict[str, str]:
+    """{"last.pth": "50.pth", ...}: alias files that are byte copies of another checkpoint."""
+    numbered = [checkpoint_path(run_dir, e) for e in available_epochs(run_dir)]
+    aliases: dict[str, str] = {}
+    for name in (LAST, BEST):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        kept = [p for p in numbered if p.stat().st_size == path.stat().st_size
+                and filecmp.cmp(p, path, shallow=False)]
+        if kept:
+            aliases[name] = kept[0].name
+        else:
+            numbered.append(path)  # best.pth may copy a last.pth that has no numbered twin
+    return aliases
+
+
+def _restore_copies(run: Path, archive: Path) -> None:
+    """Re-create the alias files a packed run lists in checkpoint_aliases.json."""
+    listing = run / ALIASES_FILE
+    if not listing.is_file():
+        return
+    try:
+        aliases = json.loads(listing.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        aliases = None
+    for alias, original in (aliases.items() if isinstance(aliases, dict) else [(None, None)]):
+        if alias not in (LAST, BEST) or not isinstance(original, str) or \
+                not (_NUMBERED.match(original) or original == LAST) or not (run / original).is_file():
+            raise UserError(f"{archive}: {ALIASES_FILE} does not name last.pth/best.pth copies of "
+                            "checkpoints in the zip; re-export the run with --export_weights")
+        shutil.copyfile(run / original, run / alias)
+    listing.unlink()
 
 
 @dataclass
@@ -80,14 +126,16 @@ def install_runs(archive: Path, save_dir: Path, source: str | None = None) -> li
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _extract_zip(archive, staging, source or str(archive))
-        runs = [(run, _model_of(run, archive)) for run in _find_runs(staging, archive)]
-        present = [_already_there(run, save_dir / run.name) for run, _ in runs]  # all, before any move
-        installed = []
-        for (run, model), there in zip(runs, present):
+        runs = _find_runs(staging, archive)
+        for run in runs:
+            _restore_copies(run, archive)
+        models = [_model_of(run, archive) for run in runs]
+        present = [_already_there(run, save_dir / run.name) for run in runs]  # all, before any move
+        for run, there in zip(runs, present):
             if not there:
                 _move_into_place(run, save_dir / run.name)
-            installed.append(InstalledRun(save_dir / run.name, model, new=not there))
-        return installed
+        return [InstalledRun(save_dir / run.name, model, new=not there)
+                for run, model, there in zip(runs, models, present)]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -104,7 +152,7 @@ def _extract_zip(archive: Path, staging: Path, source: str) -> None:
 
 
 def _find_runs(folder: Path, archive: Path) -> list[Path]:
-    runs = sorted({p.parent for p in folder.rglob("*.pth") if available_epochs(p.parent)})
+    runs = sorted({p.parent for p in folder.rglob("*.pth") if has_checkpoints(p.parent)})
     if not runs:
         raise UserError(f"{archive}: holds no run folder (a folder with <epoch>.pth checkpoints); "
                         "a weights zip holds run folders, as made by --export_weights")

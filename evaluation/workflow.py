@@ -14,9 +14,10 @@ from torch import nn
 from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import LETTERBOX, UnreadableImage, decode_image
+from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, safe_name, unseen_rows
 from data.index import printable
 from data.sources import locate_dataset
-from data.splits import describe_skipped, load_splits
+from data.splits import Splits, describe_shared_items, describe_skipped, load_splits, subset
 from data.tensors import to_tensor
 from evaluation.embed import embed
 from evaluation.export import export_model
@@ -31,40 +32,47 @@ from models.original_nets import ORIGINAL_NAMES, OriginalNet
 from training.distributed import pick_device
 from training.options import config_from_args, model_kwargs
 from training.run_list import format_runs_table, list_runs
-from training.runs import run_name
+from training.runs import find_run_folders, read_hparams, run_folder
 from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
 
 
 def find_run_dir(args: argparse.Namespace, model: nn.Module | None) -> Path:
-    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name.
-
-    `model` is None for the original project's networks, whose runs are named the original's way.
-    """
+    """The run folder: --run_dir, a downloaded run, or the one the dataset and hyperparameter
+    flags name (see `named_run_dirs`). `model` is None for the original project's networks."""
     save_dir = Path(args.save_dir)
     if args.download_weights:
         return downloaded_run(args, model)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        names = hyperparameter_run_names(args, model)  # ours, else an installed original run
-        run_dir = next((save_dir / n for n in names if (save_dir / n).is_dir()), save_dir / names[0])
+        candidates = named_run_dirs(args, model)
+        run_dir = next((path for path in candidates if path.is_dir()), candidates[0])
     if not run_dir.is_dir():
-        runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
+        runs = [p.relative_to(save_dir).as_posix() for p in find_run_folders(save_dir)]
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
-                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir")
+                        "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
+                        "--run_dir")
     return run_dir
 
 
-def hyperparameter_run_names(args: argparse.Namespace, model: nn.Module | None) -> list[str]:
-    """The run folder names the flags give: ours (for our models), then the original project's."""
-    names = [run_name(type(model).__name__, config_from_args(args, args.model, model))] if model is not None else []
+def named_run_dirs(args: argparse.Namespace, model: nn.Module | None) -> list[Path]:
+    """The run folders the flags name, in order of preference: ours, ``<save_dir>/<dataset>/<run>``
+    then a run from before runs were bound to their dataset, ``<save_dir>/<run>``; then the
+    original project's ``<save_dir>/<Class>_LR_<lr>_decay_<lrd>_BS_<bs>`` (an installed download)."""
+    save_dir, folders = Path(args.save_dir), []
+    if model is not None:
+        config = config_from_args(args, args.model, model)
+        dataset = safe_name(dataset_root(args).resolve().name)
+        folders = [run_folder(save_dir, type(model).__name__, config, dataset),
+                   run_folder(save_dir, type(model).__name__, config, None)]
     original = next((name for name in ORIGINAL_NAMES if serves_request(name, args.model)), None)
     if original is not None:
-        names.append(original_folder_name(original, args.learning_rate, args.lr_decay, args.batch_size))
-    return names
+        folders.append(save_dir / original_folder_name(original, args.learning_rate, args.lr_decay,
+                                                       args.batch_size))
+    return folders
 
 
 def downloaded_run(args: argparse.Namespace, model: nn.Module | None) -> Path:
@@ -73,7 +81,7 @@ def downloaded_run(args: argparse.Namespace, model: nn.Module | None) -> Path:
     for run in runs:
         print(f"downloaded {args.weights_url} -> installed {run.path}" if run.new
               else f"already installed {run.path}")
-    return pick_run(runs, args.model, set(hyperparameter_run_names(args, model))).path
+    return pick_run(runs, args.model, {path.name for path in named_run_dirs(args, model)}).path
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
@@ -83,23 +91,27 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         return {}
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args)) if args.model in MODEL_NAMES else None
-    label, run_dir, scope = args.model, None, "held-out items"
+    label, run_dir, recorded = args.model, None, None
     if model is None or model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
             print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
             return {}
-        model, epoch = load_run(model, run_dir, args.model, args.checkpoint)
+        model, checkpoint = load_run(model, run_dir, args.model, args.checkpoint)
         if isinstance(model, OriginalNet):  # from here on, --model names the network evaluated
-            args, scope = argparse.Namespace(**{**vars(args), "model": model.name}), PROVENANCE_UNKNOWN
-        label = f"{args.model} (epoch {epoch} of {run_dir})"
+            args = argparse.Namespace(**{**vars(args), "model": model.name})
+        else:
+            recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
+        label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
     if args.export_model:
         written = export_model(model, Path(args.export_model))
         print(f"exported {label} to {', '.join(map(str, written))}: {model.input_size} px input, "
               f"{model.emb_dim}-d embeddings (see the README's 'Export for serving')")
         return {}
     model.to(device)
-    gallery = load_gallery(args, model.input_size, getattr(model, "resize", LETTERBOX))
+    gallery, splits = load_gallery(args, model.input_size, getattr(model, "resize", LETTERBOX))
+    gallery, scope = (gallery, PROVENANCE_UNKNOWN) if isinstance(model, OriginalNet) else \
+        held_out_gallery(run_dir, recorded, gallery, splits)
     embeddings = embed(model, gallery, device=device)
     if args.save_embeddings:
         save_embeddings(Path(args.save_embeddings), embeddings, gallery)
@@ -110,7 +122,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
                                    backend=args.knn_backend)
     metrics = retrieval.metrics
     print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} {scope}")
-    print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    print(format_metrics_table({args.model: metrics}, args.num_neighbours, num_items=len(gallery.items)))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=embeddings, image_set=gallery, projection=args.projection)
@@ -120,15 +132,52 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     return metrics
 
 
-def load_gallery(args: argparse.Namespace, size: int, resize: str = LETTERBOX) -> ImageSet:
-    """The evaluation split of the dataset, decoded at the model's input size."""
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
-    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims, resize=resize)
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
-    return splits.pick_eval(EVALUATE_SPLITS, args.split)
+def dataset_root(args: argparse.Namespace) -> Path:
+    """The dataset folder the data flags name (fetched or generated when missing)."""
+    return locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed)
+
+
+def load_gallery(args: argparse.Namespace, size: int,
+                 resize: str = LETTERBOX) -> tuple[ImageSet, Splits]:
+    """The evaluation split of the dataset, decoded at the model's input size, and all splits."""
+    splits = load_splits(dataset_root(args), size, cache_dir(args.dataset_dir),
+                         eval_fraction=args.eval_fraction, split_seed=args.split_seed,
+                         big_ims=args.big_ims, resize=resize)
+    gallery = splits.pick_eval(EVALUATE_SPLITS, args.split)
+    for warning in (describe_skipped(splits.skipped, splits.root), describe_shared_items(splits, gallery)):
+        if warning:
+            print(warning)
+    return gallery, splits
+
+
+def held_out_gallery(run_dir: Path | None, recorded: dict | None, gallery: ImageSet,
+                     splits: Splits) -> tuple[ImageSet, str]:
+    """The gallery without any image the run trained on, and how to describe what is left.
+
+    The run's ``train_images.sha1`` names its training images by content, so this holds on
+    another split, another dataset, or a copy of part of the training data: whatever is left was
+    never trained on. A run that recorded no data (trained before runs did) cannot be checked:
+    its items are not called held-out.
+    """
+    if run_dir is None:
+        return gallery, "held-out items"
+    digests = read_digests(run_dir / DIGESTS_FILE)
+    if recorded is None or digests is None:
+        print(f"warning: {run_dir}: dataset unknown (the run recorded neither its data nor its "
+              "training images); cannot tell which of these images it trained on")
+        return gallery, "items (dataset unknown: not known to be held out)"
+    change = describe_change(recorded, splits.identity)
+    if change:
+        print(f"note: {run_dir} was trained on {DataIdentity(**recorded).describe()}; evaluating "
+              f"{splits.identity.describe()} ({change})")
+    rows = unseen_rows(gallery.paths, digests)
+    if len(rows) < len(gallery):
+        print(f"left out {len(gallery) - len(rows)} of {len(gallery)} evaluation images: the run "
+              "trained on images with the same content")
+    if not rows:
+        raise UserError(f"{run_dir}: every evaluation image of {splits.root} was trained on by this "
+                        "run; evaluate it on data it has not seen")
+    return (gallery if len(rows) == len(gallery) else subset(gallery, np.asarray(rows))), "held-out items"
 
 
 def figure_dir(args: argparse.Namespace, case: str) -> Path:

@@ -12,7 +12,7 @@ from torch import nn
 
 from data.dataset import ImageSet
 from data.sources import locate_dataset
-from data.splits import Splits, describe_skipped, load_splits
+from data.splits import Splits, describe_shared_items, describe_skipped, load_splits
 from data.stats import dataset_stats, format_stats
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
@@ -34,7 +34,8 @@ def prepare_data(args: argparse.Namespace, ctx: DistContext) -> Path:
     """Locate (fetch/generate) the dataset on rank 0 first, so processes never race on it."""
     if not ctx.is_main:
         ctx.barrier()
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed, progress=ctx.is_main)
+    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed,
+                          progress=ctx.is_main)
     if ctx.is_main:
         ctx.barrier()
     return root
@@ -69,14 +70,15 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         torch.manual_seed(args.seed)  # the same command starts from the same initial weights
         model = build_model(name, **model_kwargs(args))
         splits = load_model_splits(root, model.input_size, args, ctx)
-        if ctx.is_main:
-            _report_data(splits, args.dataset_stats and number == 0)
         eval_set = splits.pick_eval(TRAIN_EVAL_SPLITS, args.split)
+        if ctx.is_main:
+            _report_data(splits, eval_set, args.dataset_stats and number == 0)
         if args.prepare_only:
             continue
         if model.trainable:
             result = train(config_from_args(args, name, model), model, splits.sets["train"], eval_set,
-                           Path(args.save_dir))
+                           Path(args.save_dir), data=splits.identity,
+                           accept_changed_data=args.accept_changed_data)
             if ctx.is_main:
                 save_effective_params(args, result.run_dir, name)
         if ctx.is_main:
@@ -84,14 +86,14 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if ctx.is_main and results:
         print(f"\nretrieval on {len(eval_set)} held-out images of {len(eval_set.items)} items "
               f"({root}):")
-        print(format_metrics_table(results, args.num_neighbours))
+        print(format_metrics_table(results, args.num_neighbours, num_items=len(eval_set.items)))
     return results
 
 
-def _report_data(splits: Splits, with_stats: bool) -> None:
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
+def _report_data(splits: Splits, eval_set: ImageSet, with_stats: bool) -> None:
+    for warning in (describe_skipped(splits.skipped, splits.root), describe_shared_items(splits, eval_set)):
+        if warning:
+            print(warning)
     if with_stats:
         for index in splits.indexes.values():
             print(format_stats(dataset_stats(index, splits.skipped)))
