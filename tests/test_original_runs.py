@@ -213,3 +213,10 @@ def test_default_weights_url_is_the_original_projects():
     parser = evaluate.build_parser()
     assert parser.parse_args(["--download_weights"]).weights_url == DEFAULT_WEIGHTS_URL
     assert "1bTp1vVcAyi4dhTxr_WGKPqTVPrTIM0gB" in DEFAULT_WEIGHTS_URL
+
+
+def test_original_runs_have_numbered_checkpoints_only(facenet_state, shop, tmp_path, capsys):
+    archive = _original_zip(tmp_path / "w.zip", facenet_state)
+    code, _, err = run_evaluate(["--model", "facenet", "--download_weights", "--weights_url", archive.as_uri(),
+                                 "--checkpoint", "best", *shop], capsys)
+    assert code == 2 and f"{RUN}: no checkpoint for epoch best; available epochs: 2, 4" in err
