@@ -30,7 +30,7 @@ MODULES: dict[str, list[str]] = {
     "training/sampler.py": ["tests/test_sampler.py"],
     "evaluation/knn.py": ["tests/test_knn.py"],
     "evaluation/metrics.py": ["tests/test_metrics.py"],
-    "data/decode.py": ["tests/test_decode.py", "tests/test_data_layer.py"],
+    "data/decode.py": ["tests/test_decode.py"],
     "data/download.py": ["tests/test_download.py"],
     "data/archive.py": ["tests/test_archive.py"],
     "training/checkpoints.py": ["tests/test_checkpoints.py"],
