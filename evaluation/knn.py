@@ -208,3 +208,44 @@ def _pack(sq_dists: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def _unpack(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (keys >> 32).to(torch.int32).view(torch.float32), keys & 0xFFFFFFFF
+
+
+def search(queries: torch.Tensor, gallery: torch.Tensor, k: int, *,
+           faiss_index: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distances (Q, k) and indices (Q, k) of each query's k nearest gallery rows.
+
+    Queries are not part of the gallery (photo search, the query/gallery protocol), so nothing is
+    excluded. `k` is clipped to the gallery size. Candidates come from the matrix-product form (or
+    from `faiss_index`, a faiss index over `gallery`) with REFINE_SPARE extra per query; their
+    distances are then recomputed directly as ||q - g|| and sorted by (distance, gallery index), so
+    an identical image is at distance 0.0 exactly and ties are broken by index.
+    """
+    q, g = _as_float32(queries), _as_float32(gallery)
+    k = min(k, g.shape[0])
+    if k < 1 or q.shape[0] == 0:
+        return q.new_zeros(q.shape[0], 0), torch.zeros(q.shape[0], 0, dtype=torch.int64)
+    depth = min(k + REFINE_SPARE, g.shape[0])
+    if faiss_index is not None:
+        candidates = torch.from_numpy(faiss_index.search(q.cpu().numpy(), depth)[1]).to(torch.int64)
+    else:
+        candidates = _candidates(q, g, depth)
+    exact = (q[:, None, :] - g[candidates]).norm(dim=2)
+    dists, indices = _unpack(_pack(exact, candidates).sort(dim=1).values)
+    return dists[:, :k].contiguous(), indices[:, :k].contiguous()
+
+
+REFINE_SPARE = 8  # extra candidates per query whose exact distances may reorder the top k
+
+
+def _candidates(q: torch.Tensor, g: torch.Tensor, depth: int) -> torch.Tensor:
+    """Indices of each query's `depth` nearest by the matrix-product form, a block at a time."""
+    offset = g.mean(0).round()  # as in `_centred`: smaller norms, more precise small distances
+    g = g - offset
+    g_columns = torch.cat([-2.0 * g, g.square().sum(1, keepdim=True)], 1).T
+    rows_per_chunk = _chunk_rows(g.shape[0], None)
+    found = []
+    for start in range(0, q.shape[0], rows_per_chunk):
+        block = q[start:start + rows_per_chunk] - offset
+        partial = torch.cat([block, block.new_ones(len(block), 1)], 1) @ g_columns
+        found.append(partial.topk(depth, dim=1, largest=False).indices)
+    return torch.cat(found)

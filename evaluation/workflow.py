@@ -1,4 +1,4 @@
-"""What `python evaluate.py` does: find and load a run, embed the gallery, metrics, figures.
+"""What `python evaluate.py` does: find and load a run, index the gallery, search or score it.
 
 Kept out of evaluate.py so tests call it with an argparse Namespace instead of going through argv.
 """
@@ -12,15 +12,14 @@ import torch
 from torch import nn
 
 from data.dataset import ImageSet
-from data.decode import UnreadableImage, decode_image
-from data.index import printable
-from data.sources import locate_dataset
-from data.splits import describe_skipped, load_splits
-from data.tensors import to_tensor
 from evaluation.embed import embed
-from evaluation.figures import render_pages, render_query_page, select_queries
+from evaluation.figures import render_pages, select_queries
+from evaluation.gallery import Gallery, choose_gallery
+from evaluation.gallery_index import GalleryIndex, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
+from evaluation.protocol import QueryGallery, query_gallery_metrics
 from evaluation.report import format_metrics_table
+from evaluation.search import run_search
 from evaluation.weights import fetch_run, pack_run
 from misc.errors import UserError
 from misc.compare_runs import format_runs_table, list_runs
@@ -31,8 +30,8 @@ from training.distributed import pick_device
 from training.runs import run_name
 from training.workflow import cache_dir, model_kwargs, run_config
 
-EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
-
+# Inside the run folder, hidden: weights zips (--export_weights) and run comparisons skip it.
+INDEX_FOLDER = ".index"
 
 def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
     """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
@@ -52,13 +51,13 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
-    """Load the model (and checkpoint), evaluate on the held-out set, then the figures asked for."""
+    """Load the model (and checkpoint), then search --query photos or score the gallery."""
     if args.list_runs:
         print(format_runs_table(list_runs(Path(args.save_dir))))
         return {}
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label, run_dir = args.model, None
+    label, run_label, run_dir = args.model, args.model, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
@@ -66,37 +65,50 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
             return {}
         checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
         label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
+        run_label = f"{run_dir.name}, epoch {checkpoint.epoch}"
     model.to(device)
-    gallery = load_gallery(args, model.input_size)
-    embeddings = embed(model, gallery, device=device)
+    gallery = choose_gallery(args, model.input_size)
+    index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
+    index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
     if args.save_embeddings:
-        save_embeddings(Path(args.save_embeddings), embeddings, gallery)
+        save_embeddings(Path(args.save_embeddings), index)
     if args.query:
-        show_query_results(args, model, device, gallery, embeddings)
+        run_search(args, model, device, gallery, index, run_label, figure_dir(args, "query"))
         return {}
-    retrieval = evaluate_retrieval(embeddings, gallery.labels, k=args.num_neighbours,
-                                   backend=args.knn_backend)
-    metrics = retrieval.metrics
-    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
-    print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    return score_gallery(args, model, device, gallery, index, label, run_dir)
+
+
+def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
+                  index: GalleryIndex, label: str, run_dir: Path | None) -> dict[str, float]:
+    """Metrics of the gallery (query -> gallery for that layout), then reports and figures."""
+    k, target, retrieval = args.num_neighbours, gallery.target, None
+    if isinstance(target, QueryGallery):
+        metrics = query_gallery_metrics(embed(model, target.query, device=device), index.tensor(),
+                                        target.query_labels(), target.gallery.labels, k)
+        print(f"{label}: {len(target.query)} query images against {len(target.gallery)} gallery "
+              f"images ({len(target.items)} items)")
+    else:
+        retrieval = evaluate_retrieval(index.tensor(), target.labels, k=k, backend=args.knn_backend)
+        metrics = retrieval.metrics
+        print(f"{label}: retrieval on {len(target)} images of {len(target.items)} {_whose(gallery)}")
+    print(format_metrics_table({args.model: metrics}, k))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
-                                embeddings=embeddings, image_set=gallery, projection=args.projection)
+                                embeddings=index.tensor(), image_set=gallery.images,
+                                projection=args.projection)
         print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
-    if not args.no_figures:
-        show_figures(args, gallery, retrieval)
+    if retrieval is not None and not args.no_figures:
+        show_figures(args, target, retrieval)
     return metrics
 
 
-def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
-    """The evaluation split of the dataset, decoded at the model's input size."""
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
-    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims)
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
-    return splits.pick_eval(EVALUATE_SPLITS, args.split)
+def _whose(gallery: Gallery) -> str:
+    """What the gallery's items are: held out, or possibly trained on (never called held-out)."""
+    if gallery.held_out:
+        return "held-out items"
+    if gallery.name == "all":
+        return "items (gallery all: includes trained items)"
+    return f"items (gallery {gallery.name}: may hold trained items)"
 
 
 def figure_dir(args: argparse.Namespace, case: str) -> Path:
@@ -123,42 +135,9 @@ def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retriev
         print(f"saved {len(pages)} figure page(s) of {len(rows)} queries to {out}/")
 
 
-def show_query_results(args: argparse.Namespace, model: nn.Module, device: torch.device,
-                       gallery: ImageSet, embeddings: torch.Tensor) -> None:
-    """Embed the user's photos and show their nearest gallery images."""
-    photos = np.stack([_read_photo(Path(p), model.input_size) for p in args.query])
-    with torch.inference_mode():
-        model.eval()
-        queries = model(to_tensor(photos).to(device)).float().cpu()
-    dists, idx = nearest(queries, embeddings, args.num_neighbours)
-    for path, d, i in zip(args.query, dists, idx):
-        closest = ", ".join(f"{gallery.items[gallery.labels[j]]} ({dist:.3f})" for j, dist in zip(i, d))
-        print(f"{path}: {closest}")
-    out = figure_dir(args, "query") / "queries.png"
-    names = [printable(Path(p).name) for p in args.query]
-    saved = render_query_page(photos, names, gallery, idx, dists,
-                              out_path=out if args.save_fig else None, fallback_dir=out.parent)
-    if args.save_fig:
-        print(f"saved the query figure to {saved}")
-
-
-def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows of a few query embeddings, ties broken by gallery index."""
-    dists = torch.cdist(queries.float(), gallery.float())
-    order = np.argsort(dists.numpy(), axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dists.numpy(), order, axis=1), order
-
-
-def _read_photo(path: Path, size: int) -> np.ndarray:
-    try:
-        return decode_image(path, size)
-    except UnreadableImage as err:
-        raise UserError(f"--query {path}: not a readable image ({err})") from err
-
-
-def save_embeddings(path: Path, embeddings: torch.Tensor, gallery: ImageSet) -> None:
+def save_embeddings(path: Path, index: GalleryIndex) -> None:
     """An .npz with embeddings (N, D), the image paths and their item names, for reuse elsewhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    items = np.asarray([gallery.items[label] for label in gallery.labels])
-    np.savez(path, embeddings=embeddings.numpy(), paths=np.asarray(gallery.paths), items=items)
-    print(f"saved {len(gallery)} embeddings to {path}")
+    np.savez(path, embeddings=np.asarray(index.embeddings), paths=np.asarray(index.paths),
+             items=np.asarray(index.items))
+    print(f"saved {len(index)} embeddings to {path}")

@@ -24,8 +24,7 @@ from tqdm import tqdm
 
 from data.dataset import ImageSet
 from data.tensors import to_tensor
-from evaluation.embed import embed
-from evaluation.metrics import retrieval_metrics
+from evaluation.protocol import EvalTarget, score
 from misc.errors import UserError
 from training.augment import augment
 from training.checkpoints import (available_epochs, load_checkpoint, load_model_state,
@@ -62,7 +61,7 @@ class _Training:
     amp: bool
 
 
-def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: ImageSet | None,
+def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: EvalTarget | None,
           save_dir: Path, *, log: Callable[[str], None] = tqdm.write) -> TrainResult:
     """Train ``model`` (built from ``config.model``) on ``train_set``; evaluate on ``eval_set``.
 
@@ -258,13 +257,12 @@ def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, run_dir: Path) 
                     "train with a lower --learning_rate")
 
 
-def _evaluate(model: nn.Module, eval_set: ImageSet | None, config: TrainConfig,
+def _evaluate(model: nn.Module, eval_set: EvalTarget | None, config: TrainConfig,
               device: torch.device) -> dict[str, float]:
     """The stats file's metric columns: in_any@5 in % (the original score), precision@1, MAP@R."""
     if eval_set is None:
         return {}
-    metrics = retrieval_metrics(embed(model, eval_set, batch_size=config.batch_size, device=device),
-                                eval_set.labels, k=EVAL_K)
+    metrics = score(model, eval_set, EVAL_K, device, batch_size=config.batch_size)
     return {"evaluation score": 100.0 * metrics[f"in_any@{EVAL_K}"],
             "precision@1": metrics["precision@1"], "map@r": metrics["map@r"]}
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.dataset import ImageSet
 from data.sources import locate_dataset
 from data.splits import Splits, describe_skipped, load_splits
 from data.stats import dataset_stats, format_stats
-from evaluation.embed import embed
-from evaluation.metrics import retrieval_metrics
+from evaluation.protocol import EvalTarget, pick_target, score
 from evaluation.report import format_metrics_table
+from misc.errors import UserError
 from misc.options import run_fields
 from misc.params import write_effective_params
 from models import build_model
@@ -76,9 +75,9 @@ def load_model_splits(root: Path, size: int, args: argparse.Namespace, ctx: Dist
     return splits
 
 
-def evaluate_model(model: nn.Module, eval_set: ImageSet, k: int, device: torch.device) -> dict[str, float]:
-    """Retrieval metrics of `model` on the held-out set."""
-    return retrieval_metrics(embed(model, eval_set, device=device), eval_set.labels, k=k)
+def evaluate_model(model: nn.Module, eval_set: EvalTarget, k: int, device: torch.device) -> dict[str, float]:
+    """Retrieval metrics of `model` on the held-out set (or query -> gallery)."""
+    return score(model, eval_set, k, device)
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -94,10 +93,11 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         splits = load_model_splits(root, model.input_size, args, ctx)
         if ctx.is_main:
             _report_data(splits, args.dataset_stats and number == 0)
-        eval_set = splits.pick_eval(TRAIN_EVAL_SPLITS, args.split)
+        eval_set = pick_target(splits, TRAIN_EVAL_SPLITS, args.split)
         if args.prepare_only:
             continue
         if model.trainable:
+            _check_trainable(splits)
             result = train(train_config(args, name, model), model, splits.sets["train"], eval_set,
                            Path(args.save_dir))
             if ctx.is_main:
@@ -109,6 +109,13 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
               f"({root}):")
         print(format_metrics_table(results, args.num_neighbours))
     return results
+
+
+def _check_trainable(splits: Splits) -> None:
+    """A query/gallery layout without train/ can be evaluated (e.g. --model simple), not trained."""
+    if "train" not in splits.sets:
+        raise UserError(f"{splits.root}: has query/ and gallery/ but no train/ folder, so there is "
+                        "nothing to train on; add train/<item>/<image> or evaluate with --model simple")
 
 
 def _report_data(splits: Splits, with_stats: bool) -> None:

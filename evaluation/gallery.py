@@ -1,0 +1,107 @@
+"""What `evaluate.py` searches: `--gallery all`, `eval`, or a folder / archive / URL of images.
+
+`all` is every image of the dataset, trained items included, which is what a user searching their
+catalogue wants; `eval` is the held-out split (or, for a query/gallery layout, query -> gallery);
+a path is any other catalogue. Only `eval` may be called held-out: the other two can hold images
+the model was trained on.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.catalogue import index_catalogue
+from data.cache import build_or_load_cache
+from data.dataset import ImageSet
+from data.index import DatasetIndex
+from data.sources import locate_dataset
+from data.splits import Splits, describe_skipped, load_splits
+from evaluation.protocol import EvalTarget, QueryGallery, pick_target
+from training.workflow import cache_dir
+
+EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
+GALLERY_CHOICES = ("all", "eval")
+
+
+@dataclass
+class Gallery:
+    """The images to search or score, with a name for titles and index files."""
+
+    target: EvalTarget   # an ImageSet, or query -> gallery for a query/gallery layout
+    name: str            # "all", "eval" or the path the user gave
+    held_out: bool       # True only when no image of it was trained on
+
+    @property
+    def images(self) -> ImageSet:
+        """The images a photo is searched against."""
+        return self.target.gallery if isinstance(self.target, QueryGallery) else self.target
+
+    @property
+    def file_key(self) -> str:
+        """A file-name-safe name: the choice itself, or the path's name plus a hash of the path."""
+        if self.name in GALLERY_CHOICES:
+            return self.name
+        where = hashlib.sha1(os.path.abspath(self.name).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(self.name).name) or 'gallery'}-{where}"
+
+
+def choose_gallery(args: argparse.Namespace, size: int) -> Gallery:
+    """The gallery `--gallery` names (default `all` with --query, else `eval`), decoded at `size`."""
+    name = args.gallery or ("all" if args.query else "eval")
+    if name not in GALLERY_CHOICES:
+        return Gallery(_catalogue(name, Path(args.dataset_dir), size), name, held_out=False)
+    splits = _dataset_splits(args, size)
+    if name == "eval":
+        return Gallery(pick_target(splits, EVALUATE_SPLITS, args.split), name, held_out=True)
+    return Gallery(concat_sets(list(splits.sets.values()), splits.root), name, held_out=False)
+
+
+def _dataset_splits(args: argparse.Namespace, size: int) -> Splits:
+    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
+    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
+                         split_seed=args.split_seed, big_ims=args.big_ims)
+    _warn_skipped(splits.skipped, splits.root)
+    return splits
+
+
+def _catalogue(where: str, dataset_dir: Path, size: int) -> ImageSet:
+    """A gallery folder (or an archive / URL of one), decoded once into the image cache."""
+    root = locate_dataset(where, dataset_dir)
+    cache = build_or_load_cache(index_catalogue(root), size, cache_dir(dataset_dir))
+    _warn_skipped(cache.skipped, root)
+    return ImageSet.from_cache(cache, np.arange(len(cache.index)))
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], root: Path) -> None:
+    warning = describe_skipped(skipped, root)
+    if warning:
+        print(warning)
+
+
+def concat_sets(sets: list[ImageSet], root: Path) -> ImageSet:
+    """One ImageSet of several (the splits of a dataset), labelled by item name across them."""
+    if len(sets) == 1:
+        return sets[0]
+    owners = [s.items[label] for s in sets for label in s.labels]
+    items, labels = np.unique(np.asarray(owners), return_inverse=True)
+    paths = [os.path.relpath(p, root) for s in sets for p in s.paths]
+    offsets = np.cumsum([0] + [len(s) for s in sets])
+    size = sets[0].size
+
+    def load(rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+        part = np.searchsorted(offsets, rows, side="right") - 1
+        for number, image_set in enumerate(sets):
+            mask = part == number
+            if mask.any():
+                out[mask] = image_set.batch(rows[mask] - offsets[number])
+        return out
+
+    index = DatasetIndex(Path(root), paths, labels.astype(np.int64), [str(item) for item in items])
+    return ImageSet(index, size, load)
