@@ -48,7 +48,7 @@ class Gallery:
         if self.name in GALLERY_CHOICES:
             return self.name
         where = hashlib.sha1(os.path.abspath(self.name).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', Path(self.name).name) or 'gallery'}-{where}"
+        return f"{re.sub(r'[^A-Za-z0-9_-]', '_', Path(self.name).name) or 'gallery'}-{where}"
 
 
 def choose_gallery(args: argparse.Namespace, size: int) -> Gallery:

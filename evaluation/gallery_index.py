@@ -2,10 +2,11 @@
 
 Searching a catalogue with a photo should cost one forward pass, not one per gallery image. The
 first search embeds the gallery and saves `<gallery>_<size>px_<key>.npy` (float32, opened
-memory-mapped) plus `.json` (paths, item names, labels, the key's parts), and a `.faiss` index
-when faiss is installed. The key hashes the model's weights (not a file's name or date, so the
-same checkpoint copied elsewhere still matches) and the gallery's files (paths, sizes, mtimes):
-new weights or a changed gallery give a new key, and older indexes of that gallery are removed.
+memory-mapped) plus `.json` (paths, item names), and, the first time `--knn_backend faiss` asks
+for it with faiss installed, a `.faiss` flat index beside them. The key hashes the model's
+weights (not a file's name or date, so the same checkpoint copied elsewhere still matches) and
+the gallery's files (paths, sizes, mtimes): new weights or a changed gallery give a new key, and
+older indexes of that gallery are removed.
 An index that cannot be read is derived data: it is rebuilt with a one-line notice.
 """
 from __future__ import annotations
@@ -34,10 +35,14 @@ class GalleryIndex:
     embeddings: np.ndarray
     paths: list[str]
     items: list[str]
-    faiss_index: object | None = None
+    faiss_path: Path | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def faiss_index(self) -> object | None:
+        """A faiss flat index of the embeddings (saved beside them), or None without faiss."""
+        return None if self.faiss_path is None else _faiss_index(self.faiss_path, self.embeddings)
 
     def tensor(self) -> torch.Tensor:
         """The embeddings as a CPU tensor sharing the memory map (copy-on-write, no copy)."""
@@ -79,7 +84,7 @@ def load_or_build(model: nn.Module, gallery: ImageSet, folder: Path, name: str,
             stale.unlink(missing_ok=True)
     print(f"built index of {len(gallery)} images in {stem.with_suffix('.npy')}")
     return GalleryIndex(np.load(stem.with_suffix(".npy"), mmap_mode="c"), list(gallery.paths),
-                        _item_names(gallery), _read_faiss(stem.with_suffix(".faiss")))
+                        _item_names(gallery), stem.with_suffix(".faiss"))
 
 
 def _item_names(gallery: ImageSet) -> list[str]:
@@ -88,14 +93,10 @@ def _item_names(gallery: ImageSet) -> list[str]:
 
 def _save(stem: Path, embeddings: np.ndarray, gallery: ImageSet) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".faiss").unlink(missing_ok=True)  # made again from these embeddings on demand
     atomic_write(stem.with_suffix(".npy"), lambda f: np.save(f, embeddings.astype(np.float32)))
     meta = {"version": INDEX_VERSION, "count": len(gallery), "dim": int(embeddings.shape[1]),
             "paths": list(gallery.paths), "items": _item_names(gallery)}
-    faiss = _faiss()
-    if faiss is not None:
-        flat = faiss.IndexFlatL2(embeddings.shape[1])
-        flat.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-        atomic_write(stem.with_suffix(".faiss"), lambda f: f.write(faiss.serialize_index(flat).tobytes()))
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, ensure_ascii=True))
 
 
@@ -105,7 +106,6 @@ def _load(stem: Path, gallery: ImageSet) -> GalleryIndex | None:
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
         embeddings = np.load(npy, mmap_mode="c")
-        faiss_index = _read_faiss(stem.with_suffix(".faiss"))
         fits = (meta["version"] == INDEX_VERSION and meta["paths"] == list(gallery.paths)
                 and embeddings.dtype == np.float32 and embeddings.shape == (meta["count"], meta["dim"]))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
@@ -114,14 +114,24 @@ def _load(stem: Path, gallery: ImageSet) -> GalleryIndex | None:
     if not fits:
         print(f"notice: {npy}: saved gallery index does not match the gallery; rebuilding it")
         return None
-    return GalleryIndex(embeddings, meta["paths"], meta["items"], faiss_index)
+    return GalleryIndex(embeddings, meta["paths"], meta["items"], stem.with_suffix(".faiss"))
 
 
-def _read_faiss(path: Path) -> object | None:
+def _faiss_index(path: Path, embeddings: np.ndarray) -> object | None:
+    """The faiss index saved at `path`, made and saved first if missing (faiss installed after the
+    index was built); None when faiss is not installed."""
     faiss = _faiss()
-    if faiss is None or not path.exists():
+    if faiss is None:
         return None
-    return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+    if path.exists():
+        try:
+            return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+        except (OSError, RuntimeError) as err:
+            print(f"notice: {path}: saved faiss index is damaged ({type(err).__name__}); rebuilding it")
+    flat = faiss.IndexFlatL2(embeddings.shape[1])
+    flat.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+    atomic_write(path, lambda f: f.write(faiss.serialize_index(flat).tobytes()))
+    return flat
 
 
 def _faiss():

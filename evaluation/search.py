@@ -22,7 +22,7 @@ from evaluation.embed import embed_photos
 from evaluation.figures import render_query_page
 from evaluation.gallery import Gallery
 from evaluation.gallery_index import GalleryIndex
-from evaluation.knn import search
+from evaluation.knn import Searcher
 from evaluation.results import ResultRow, format_results, result_rows, results_format, write_results
 from misc.errors import UserError
 
@@ -34,8 +34,8 @@ def run_search(args: argparse.Namespace, model: nn.Module, device: torch.device,
         results_format(Path(args.results))
     files, photos = read_queries(args.query, model.input_size)
     queries = embed_photos(model, photos, device=device)
-    dists, idx = search(queries, index.tensor(), args.num_neighbours,
-                        faiss_index=_faiss_index(index, args.knn_backend))
+    searcher = Searcher(index.tensor(), faiss_index=_faiss_index(index, args.knn_backend))
+    dists, idx = searcher.search(queries, args.num_neighbours)
     rows = result_rows(files, index.items, index.paths, dists.numpy(), idx.numpy())
     print(format_results(rows))
     if args.results:
@@ -55,10 +55,11 @@ def run_search(args: argparse.Namespace, model: nn.Module, device: torch.device,
 def _faiss_index(index: GalleryIndex, backend: str) -> object | None:
     if backend != "faiss":
         return None
-    if index.faiss_index is None:
+    found = index.faiss_index()
+    if found is None:
         raise UserError("--knn_backend faiss: faiss is not installed; `pip install faiss-cpu` or use "
                         "--knn_backend torch (same results)")
-    return index.faiss_index
+    return found
 
 
 def figure_names(files: list[Path]) -> list[str]:

@@ -12,6 +12,7 @@ from PIL import Image
 import evaluate
 import pipeline
 from data.splits import load_splits
+from evaluation.knn import Searcher, search
 from evaluation.protocol import query_gallery_metrics
 from evaluation.workflow import run_evaluation
 from training.workflow import run_pipeline
@@ -255,3 +256,47 @@ def test_training_on_a_query_gallery_layout_evaluates_query_to_gallery(tmp_path)
     assert results["simple_net"]["num_queries"] == 3
     stats = next((tmp_path / "models").glob("*/training_stats.csv")).read_text()
     assert "evaluation score" in stats
+
+
+# --- the search itself ------------------------------------------------------------------------
+
+def brute_force(queries, gallery, k):
+    """float64 distances, ordered by (distance, index): the reference answer."""
+    dists = torch.cdist(queries.double(), gallery.double())
+    order = np.lexsort((np.broadcast_to(np.arange(gallery.shape[0]), dists.shape), dists.numpy()), axis=1)
+    return order[:, :k]
+
+
+def test_search_is_exact_with_duplicates_ordered_by_index():
+    gen = torch.Generator().manual_seed(0)
+    gallery = torch.randn(500, 8, generator=gen) + 3.0
+    gallery[250:260] = gallery[0]  # ten duplicates of row 0, all at the same distance
+    queries = torch.cat([gallery[:1], torch.randn(20, 8, generator=gen) + 3.0])
+    dists, indices = search(queries, gallery, 12)
+    assert np.array_equal(indices.numpy(), brute_force(queries, gallery, 12))
+    assert dists[0, :11].eq(0).all()  # the query's own pixels: distance 0 exactly
+
+
+def test_search_through_a_faiss_index_gives_the_same_answer():
+    faiss = pytest.importorskip("faiss", reason="faiss not installed (optional: pip install faiss-cpu)")
+    gen = torch.Generator().manual_seed(1)
+    gallery, queries = torch.randn(300, 16, generator=gen), torch.randn(10, 16, generator=gen)
+    flat = faiss.IndexFlatL2(16)
+    flat.add(gallery.numpy())
+    got = Searcher(gallery, faiss_index=flat).search(queries, 5)
+    expected = search(queries, gallery, 5)
+    assert torch.equal(got[1], expected[1]) and torch.allclose(got[0], expected[0])
+
+
+def test_knn_backend_faiss_gives_the_torch_results_or_a_clear_error(shop, capsys, tmp_path):
+    dataset, common = shop
+    photo = cropped_jpeg(dataset / "item_005" / "photo_1.png", tmp_path / "p.jpg")
+    argv = ["--model", "simple", "--query", str(photo), "--no_figures", *common]
+    code, torch_out, _ = run_evaluate(argv, capsys)
+    code, faiss_out, err = run_evaluate(argv + ["--knn_backend", "faiss"], capsys)
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        assert code == 2 and "faiss is not installed" in err
+        return
+    assert code == 0 and faiss_out.split(f"{photo}:")[1] == torch_out.split(f"{photo}:")[1]
