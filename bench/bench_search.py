@@ -177,11 +177,12 @@ def main() -> None:
         for n in args.sizes:
             for line in bench_search(n, args.dim, args.repeats, folder):
                 print(line)
-        torch.set_num_threads(THREADS[-1])
         largest = max(args.sizes)
-        print(f"\none 640x480 JPEG, decode + embed (simple_net) + search, {THREADS[-1]} threads")
-        print(f"{'N':>7} {'ms':>18}")
-        print(f"{largest:>7} {ms(bench_one_photo(largest, args.dim, args.repeats, folder)):>18}")
+        print(f"\none 640x480 JPEG, decode + embed (simple_net) + search, against N = {largest}")
+        print(f"{'threads':>7} {'ms':>18}")
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            print(f"{threads:>7} {ms(bench_one_photo(largest, args.dim, args.repeats, folder)):>18}")
         seconds, count = bench_command(folder)
         print(f"\nwhole command `evaluate.py --model simple --query photo.jpg` (index of {count} images "
               f"saved): {seconds:.2f} s wall")
