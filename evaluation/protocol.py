@@ -18,7 +18,7 @@ from data.dataset import ImageSet
 from data.splits import Splits
 from evaluation.embed import embed
 from evaluation.knn import search
-from evaluation.metrics import metrics_from_neighbours, retrieval_metrics
+from evaluation.metrics import Retrieval, metrics_from_neighbours, retrieval_metrics
 from misc.errors import UserError
 
 
@@ -67,7 +67,13 @@ def score(model: nn.Module, target: EvalTarget, k: int, device: torch.device | s
 
 def query_gallery_metrics(queries: torch.Tensor, gallery: torch.Tensor, query_labels: np.ndarray,
                           gallery_labels: np.ndarray, k: int) -> dict[str, float]:
-    """R, MAP@R, R-precision, precision@1, closest_i and in_any@k of queries against a gallery.
+    """R, MAP@R, R-precision, precision@1, closest_i and in_any@k of queries against a gallery."""
+    return query_gallery_retrieval(queries, gallery, query_labels, gallery_labels, k).metrics
+
+
+def query_gallery_retrieval(queries: torch.Tensor, gallery: torch.Tensor, query_labels: np.ndarray,
+                            gallery_labels: np.ndarray, k: int) -> Retrieval:
+    """The metrics and each query's gallery neighbours behind them, from one search.
 
     `query_labels` are in the gallery's label space (-1: no gallery image of that item). R of a
     query is the number of gallery images of its item; the search goes max(k, largest R) deep.
@@ -81,5 +87,6 @@ def query_gallery_metrics(queries: torch.Tensor, gallery: torch.Tensor, query_la
     if not (r_counts > 0).any():
         raise UserError("query/gallery layout: no query's item has an image in gallery/, so nothing "
                         "can be scored; put each item's photos in both query/<item>/ and gallery/<item>/")
-    _, indices = search(queries, gallery, max(k, int(r_counts.max())))
-    return metrics_from_neighbours(gallery_labels[indices.numpy()], query_labels, r_counts, k)
+    distances, indices = search(queries, gallery, max(k, int(r_counts.max())))
+    metrics = metrics_from_neighbours(gallery_labels[indices.numpy()], query_labels, r_counts, k)
+    return Retrieval(metrics, distances, indices)

@@ -1,7 +1,7 @@
 """`evaluate.py --query`: photos and folders of photos searched against a saved gallery index.
 
 Photos go through the same embedding function as the gallery (float32, evaluation.embed), the
-search is exact (evaluation.knn.search, or the saved faiss index with --knn_backend faiss), and the
+search is exact (evaluation.knn.Searcher, or the saved faiss index with --knn_backend faiss), and the
 results are printed, optionally written (--results) and drawn one figure per query, named after the
 query so that no query's figure replaces another's.
 """
@@ -23,32 +23,31 @@ from evaluation.figures import render_query_page
 from evaluation.gallery import Gallery
 from evaluation.gallery_index import GalleryIndex
 from evaluation.knn import Searcher
-from evaluation.results import ResultRow, format_results, result_rows, results_format, write_results
+from evaluation.results import ResultRow, format_results, result_rows, write_results
 from misc.errors import UserError
 
 
 def run_search(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
                index: GalleryIndex, run_label: str, fig_dir: Path) -> list[ResultRow]:
     """Search every --query photo, print the results, write --results, draw the figures."""
-    if args.results:
-        results_format(Path(args.results))
     files, photos = read_queries(args.query, model.input_size)
     queries = embed_photos(model, photos, device=device)
     searcher = Searcher(index.tensor(), faiss_index=_faiss_index(index, args.knn_backend))
-    dists, idx = searcher.search(queries, args.num_neighbours)
-    rows = result_rows(files, index.items, index.paths, dists.numpy(), idx.numpy())
+    dists, idx = (t.numpy() for t in searcher.search(queries, args.num_neighbours))
+    rows = result_rows(files, index.items, index.paths, dists, idx)
     print(format_results(rows))
     if args.results:
         write_results(Path(args.results), rows)
         print(f"wrote {len(rows)} result rows ({len(files)} queries) to {args.results}")
     if not args.no_figures:
         title = f"{run_label}; gallery {gallery.name}"
-        saved = [render_query_page(photo[None], [printable(f.name)], gallery.images, i[None], d[None],
-                                   out_path=fig_dir / name if args.save_fig else None, title=title,
-                                   fallback_dir=fig_dir, fallback_name=name)
-                 for f, name, photo, i, d in zip(files, figure_names(files), photos, idx.numpy(), dists.numpy())]
+        for number, (file, name) in enumerate(zip(files, figure_names(files))):
+            render_query_page(photos[number:number + 1], [printable(file.name)], gallery.images,
+                              idx[number:number + 1], dists[number:number + 1], title=title,
+                              out_path=fig_dir / name if args.save_fig else None,
+                              fallback_dir=fig_dir, fallback_name=name)
         if args.save_fig:
-            print(f"saved {len(saved)} query figure(s) to {fig_dir}/")
+            print(f"saved {len(files)} query figure(s) to {fig_dir}/")
     return rows
 
 

@@ -14,11 +14,12 @@ from torch import nn
 from data.dataset import ImageSet
 from evaluation.embed import embed
 from evaluation.figures import render_pages, select_queries
-from evaluation.gallery import Gallery, choose_gallery
+from evaluation.gallery import Gallery, choose_gallery, concat_sets
 from evaluation.gallery_index import GalleryIndex, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
-from evaluation.protocol import QueryGallery, query_gallery_metrics
+from evaluation.protocol import QueryGallery, query_gallery_retrieval
 from evaluation.report import format_metrics_table
+from evaluation.results import results_format
 from evaluation.search import run_search
 from evaluation.weights import fetch_run, pack_run
 from misc.errors import UserError
@@ -55,6 +56,11 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.list_runs:
         print(format_runs_table(list_runs(Path(args.save_dir))))
         return {}
+    if args.results and not args.query:
+        raise UserError(f"--results {args.results}: search results exist only with --query; add "
+                        "--query PHOTO, or use --reports_dir for the metrics")
+    if args.results:
+        results_format(Path(args.results))
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
     label, run_label, run_dir = args.model, args.model, None
@@ -81,23 +87,28 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
 def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
                   index: GalleryIndex, label: str, run_dir: Path | None) -> dict[str, float]:
     """Metrics of the gallery (query -> gallery for that layout), then reports and figures."""
-    k, target, retrieval = args.num_neighbours, gallery.target, None
+    k, target = args.num_neighbours, gallery.target
     if isinstance(target, QueryGallery):
-        metrics = query_gallery_metrics(embed(model, target.query, device=device), index.tensor(),
-                                        target.query_labels(), target.gallery.labels, k)
+        retrieval = query_gallery_retrieval(embed(model, target.query, device=device), index.tensor(),
+                                            target.query_labels(), target.gallery.labels, k)
         print(f"{label}: {len(target.query)} query images against {len(target.gallery)} gallery "
               f"images ({len(target.items)} items)")
     else:
         retrieval = evaluate_retrieval(index.tensor(), target.labels, k=k, backend=args.knn_backend)
-        metrics = retrieval.metrics
         print(f"{label}: retrieval on {len(target)} images of {len(target.items)} {_whose(gallery)}")
+    metrics = retrieval.metrics
     print(format_metrics_table({args.model: metrics}, k))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=index.tensor(), image_set=gallery.images,
                                 projection=args.projection)
         print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
-    if retrieval is not None and not args.no_figures:
+    if args.no_figures:
+        return metrics
+    if isinstance(target, QueryGallery):
+        both = concat_sets([target.query, target.gallery], target.query.index.root.parent)
+        show_figures(args, both, retrieval, gallery_start=len(target.query))
+    else:
         show_figures(args, target, retrieval)
     return metrics
 
@@ -115,20 +126,27 @@ def figure_dir(args: argparse.Namespace, case: str) -> Path:
     return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs" / f"{args.model}_{case}"
 
 
-def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retrieval) -> None:
-    """Pages of queries beside their nearest images, filtered by --show_case / --show_nums."""
+def show_figures(args: argparse.Namespace, images: ImageSet, retrieval: Retrieval,
+                 gallery_start: int = 0) -> None:
+    """Pages of queries beside their nearest images, filtered by --show_case / --show_nums.
+
+    `gallery_start` 0: every image queries the others (leave-one-out). Otherwise rows before it
+    are the queries and rows from it the gallery that `retrieval`'s indices point into.
+    """
     k = args.num_neighbours  # the metrics' search went at least this deep
     dists = retrieval.distances[:, :k].cpu().numpy()
-    idx = retrieval.indices[:, :k].cpu().numpy()
-    labels = np.asarray(gallery.labels)
-    queryable = np.bincount(labels)[labels] >= 2
+    idx = retrieval.indices[:, :k].cpu().numpy() + gallery_start
+    labels = np.asarray(images.labels)
+    query_labels = labels[:gallery_start or len(labels)]
+    in_gallery = np.bincount(labels[gallery_start:], minlength=len(images.items))[query_labels]
+    queryable = in_gallery >= (1 if gallery_start else 2)  # another image of its item to find
     limit = None if args.num_pages == 0 else args.num_disp * args.num_pages
-    rows = select_queries(labels[idx], labels, args.show_case, args.show_nums, limit, queryable)
+    rows = select_queries(labels[idx], query_labels, args.show_case, args.show_nums, limit, queryable)
     if len(rows) == 0:
         print(f"no query matches --show_case {args.show_case}; nothing to draw")
         return
     out = figure_dir(args, args.show_case)
-    pages = render_pages(gallery, rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
+    pages = render_pages(images, rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
                          out_dir=out if args.save_fig else None, fallback_dir=out,
                          title=f"{args.model}: {args.show_case} cases")
     if args.save_fig:

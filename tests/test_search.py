@@ -12,6 +12,9 @@ from PIL import Image
 import evaluate
 import pipeline
 from data.splits import load_splits
+from evaluation.embed import embed_photos
+from evaluation.figures import PageLayout
+from evaluation.gallery_index import model_digest
 from evaluation.knn import Searcher, search
 from evaluation.protocol import query_gallery_metrics
 from evaluation.workflow import run_evaluation
@@ -165,6 +168,12 @@ def test_results_with_an_unknown_suffix_is_refused_before_any_work(shop, capsys,
     assert code == 2 and "--results" in err and ".csv or .json" in err
 
 
+def test_results_without_a_query_is_refused(shop, capsys, tmp_path):
+    _, common = shop
+    code, _, err = run_evaluate(["--model", "simple", "--results", str(tmp_path / "r.csv"), *common], capsys)
+    assert code == 2 and "--results" in err and "--query" in err
+
+
 def test_two_queries_leave_two_figure_files(shop, capsys, tmp_path):
     dataset, common = shop
     (tmp_path / "a").mkdir()
@@ -242,6 +251,18 @@ def test_query_gallery_layout_through_evaluate(tmp_path, capsys):
     assert metrics["r_precision"] == 0.5 and metrics["map@r"] == 0.5
     assert metrics["num_queries"] == 2 and metrics["num_unqueryable"] == 1
     assert "3 query images against 4 gallery images" in capsys.readouterr().out
+    figures = tmp_path / "data" / "files_to_gitignore" / "eval_figs" / "simple_both"
+    code, out, err = run_evaluate(argv[:-1] + ["--save_fig", "--num_disp", "5"], capsys)
+    assert code == 0, err
+    assert "saved 1 figure page(s) of 2 queries" in out  # D's query has nothing to find: not drawn
+    page = Image.open(figures / "1.png").convert("RGB")
+    layout = PageLayout(rows=2, cols=3)
+    assert page.size == layout.pixel_size
+    expected = [[(200, 30, 30)] * 3, [(30, 60, 200), (30, 30, 200), (30, 200, 30)]]  # query, then 2 nearest
+    for row, colours in enumerate(expected):
+        for col, colour in enumerate(colours):
+            got = np.asarray(page.getpixel(layout.cell_centre_px(row, col)))
+            assert np.abs(got - colour).max() <= 3, (row, col, got)
 
 
 def test_training_on_a_query_gallery_layout_evaluates_query_to_gallery(tmp_path):
@@ -300,3 +321,21 @@ def test_knn_backend_faiss_gives_the_torch_results_or_a_clear_error(shop, capsys
         assert code == 2 and "faiss is not installed" in err
         return
     assert code == 0 and faiss_out.split(f"{photo}:")[1] == torch_out.split(f"{photo}:")[1]
+
+
+def test_embeddings_are_float32_even_inside_autocast():
+    model = SimpleNet().eval()
+    photos = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    plain = embed_photos(model, photos)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = embed_photos(model, photos)
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)
+
+
+def test_other_weights_give_another_index_key():
+    model = SimpleNet()
+    before = model_digest(model)
+    with torch.no_grad():
+        weight = next(model.parameters())
+        weight[(0,) * weight.dim()] += 1e-3
+    assert model_digest(model) != before and model_digest(SimpleNet()) != before  # new random init
