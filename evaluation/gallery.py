@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data.catalogue import index_catalogue
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
 from data.index import DatasetIndex
 from data.sources import locate_dataset
 from data.splits import Splits, describe_skipped, load_splits
+from evaluation.catalogue import index_catalogue
 from evaluation.protocol import EvalTarget, QueryGallery, pick_target
+from misc.errors import UserError
 from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
@@ -72,6 +73,9 @@ def _dataset_splits(args: argparse.Namespace, size: int) -> Splits:
 
 def _catalogue(where: str, dataset_dir: Path, size: int) -> ImageSet:
     """A gallery folder (or an archive / URL of one), decoded once into the image cache."""
+    if "://" not in where and not Path(where).expanduser().exists():
+        raise UserError(f"--gallery {where}: no such folder or archive; use all, eval, a folder of "
+                        "images, an archive of them or its URL")
     root = locate_dataset(where, dataset_dir)
     cache = build_or_load_cache(index_catalogue(root), size, cache_dir(dataset_dir))
     _warn_skipped(cache.skipped, root)

@@ -174,6 +174,13 @@ def test_results_without_a_query_is_refused(shop, capsys, tmp_path):
     assert code == 2 and "--results" in err and "--query" in err
 
 
+def test_a_gallery_that_does_not_exist_is_a_one_line_error(shop, capsys, tmp_path):
+    dataset, common = shop
+    argv = ["--model", "simple", "--query", str(dataset / "item_000"), "--gallery", "evl", *common]
+    code, _, err = run_evaluate(argv, capsys)
+    assert code == 2 and err.startswith("error: --gallery evl: no such folder") and "Traceback" not in err
+
+
 def test_two_queries_leave_two_figure_files(shop, capsys, tmp_path):
     dataset, common = shop
     (tmp_path / "a").mkdir()
