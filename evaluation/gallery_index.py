@@ -87,6 +87,12 @@ def load_or_build(model: nn.Module, gallery: ImageSet, folder: Path, name: str,
                         _item_names(gallery), stem.with_suffix(".faiss"))
 
 
+def embed_unsaved(model: nn.Module, gallery: ImageSet, device: torch.device | str = "cpu") -> GalleryIndex:
+    """The gallery embedded now and kept in memory only (for metrics, see evaluation.workflow)."""
+    return GalleryIndex(embed(model, gallery, device=device).numpy(), list(gallery.paths),
+                        _item_names(gallery))
+
+
 def _item_names(gallery: ImageSet) -> list[str]:
     return [gallery.items[label] for label in gallery.labels]
 

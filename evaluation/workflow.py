@@ -15,7 +15,7 @@ from data.dataset import ImageSet
 from evaluation.embed import embed
 from evaluation.figures import render_pages, select_queries
 from evaluation.gallery import Gallery, choose_gallery, concat_sets
-from evaluation.gallery_index import GalleryIndex, load_or_build
+from evaluation.gallery_index import GalleryIndex, embed_unsaved, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.protocol import QueryGallery, query_gallery_retrieval
 from evaluation.report import format_metrics_table
@@ -74,8 +74,11 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         run_label = f"{run_dir.name}, epoch {checkpoint.epoch}"
     model.to(device)
     gallery = choose_gallery(args, model.input_size)
-    index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
-    index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
+    if args.query:  # metrics write no index: a run folder (a DVC stage's input) stays unchanged
+        index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
+        index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
+    else:
+        index = embed_unsaved(model, gallery.images, device)
     if args.save_embeddings:
         save_embeddings(Path(args.save_embeddings), index)
     if args.query:
