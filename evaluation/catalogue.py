@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UserError
 from data.index import IMAGE_SUFFIXES, DatasetIndex, index_folder, printable
-from misc.errors import UserError
 
 
 def index_catalogue(root: Path) -> DatasetIndex:

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from misc.errors import UserError
+from common.errors import UserError
 
 CASES = ("pass", "fail", "both")
 DEFAULT_FIG_DIR = Path("data/files_to_gitignore/eval_figs")

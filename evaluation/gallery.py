@@ -1,9 +1,9 @@
 """What `evaluate.py` searches: `--gallery all`, `eval`, or a folder / archive / URL of images.
 
 `all` is every image of the dataset, trained items included, which is what a user searching their
-catalogue wants; `eval` is the held-out split (or, for a query/gallery layout, query -> gallery);
-a path is any other catalogue. Only `eval` may be called held-out: the other two can hold images
-the model was trained on.
+catalogue wants; `eval` is the held-out split less any image the run trained on (or, for a
+query/gallery layout, query -> gallery); a path is any other catalogue. Only `eval` may be called
+held-out: the other two can hold images the model was trained on.
 """
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UserError
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
+from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, unseen_rows
 from data.index import DatasetIndex
 from data.sources import locate_dataset
-from data.splits import Splits, describe_skipped, load_splits
+from data.splits import Splits, describe_shared_items, describe_skipped, load_splits, subset
 from evaluation.catalogue import index_catalogue
 from evaluation.protocol import EvalTarget, QueryGallery, pick_target
-from misc.errors import UserError
 from training.workflow import cache_dir
 
 EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
@@ -36,7 +37,7 @@ class Gallery:
 
     target: EvalTarget   # an ImageSet, or query -> gallery for a query/gallery layout
     name: str            # "all", "eval" or the path the user gave
-    held_out: bool       # True only when no image of it was trained on
+    scope: str           # what its items are, for the metrics header ("held-out items", ...)
 
     @property
     def images(self) -> ImageSet:
@@ -52,23 +53,73 @@ class Gallery:
         return f"{re.sub(r'[^A-Za-z0-9_-]', '_', Path(self.name).name) or 'gallery'}-{where}"
 
 
-def choose_gallery(args: argparse.Namespace, size: int) -> Gallery:
-    """The gallery `--gallery` names (default `all` with --query, else `eval`), decoded at `size`."""
+def choose_gallery(args: argparse.Namespace, size: int, run_dir: Path | None,
+                   recorded: dict | None) -> Gallery:
+    """The gallery `--gallery` names (default `all` with --query, else `eval`), decoded at `size`.
+
+    `run_dir` and `recorded` (the run's data identity) let `eval` leave out trained images.
+    """
     name = args.gallery or ("all" if args.query else "eval")
     if name not in GALLERY_CHOICES:
-        return Gallery(_catalogue(name, Path(args.dataset_dir), size), name, held_out=False)
-    splits = _dataset_splits(args, size)
-    if name == "eval":
-        return Gallery(pick_target(splits, EVALUATE_SPLITS, args.split), name, held_out=True)
-    return Gallery(concat_sets(list(splits.sets.values()), splits.root), name, held_out=False)
+        return Gallery(_catalogue(name, Path(args.dataset_dir), size), name,
+                       f"items (gallery {name}: may hold trained items)")
+    splits = dataset_splits(args, size)
+    if name == "all":
+        return Gallery(concat_sets(list(splits.sets.values()), splits.root), name,
+                       "items (gallery all: includes trained items)")
+    target = pick_target(splits, EVALUATE_SPLITS, args.split)
+    scored = target.query if isinstance(target, QueryGallery) else target
+    warning = describe_shared_items(splits, scored)
+    if warning:
+        print(warning)
+    if isinstance(target, QueryGallery):
+        return Gallery(target, name, "items (query -> gallery)")
+    image_set, scope = held_out_gallery(run_dir, recorded, target, splits)
+    return Gallery(image_set, name, scope)
 
 
-def _dataset_splits(args: argparse.Namespace, size: int) -> Splits:
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
-    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims)
+def dataset_root(args: argparse.Namespace) -> Path:
+    """The dataset folder the data flags name (fetched or generated when missing)."""
+    return locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed)
+
+
+def dataset_splits(args: argparse.Namespace, size: int) -> Splits:
+    """Every split of the dataset, decoded at `size`; unreadable files named in one warning."""
+    splits = load_splits(dataset_root(args), size, cache_dir(args.dataset_dir),
+                         eval_fraction=args.eval_fraction, split_seed=args.split_seed,
+                         big_ims=args.big_ims)
     _warn_skipped(splits.skipped, splits.root)
     return splits
+
+
+def held_out_gallery(run_dir: Path | None, recorded: dict | None, gallery: ImageSet,
+                     splits: Splits) -> tuple[ImageSet, str]:
+    """The gallery without any image the run trained on, and how to describe what is left.
+
+    The run's ``train_images.sha1`` names its training images by content, so this holds on
+    another split, another dataset, or a copy of part of the training data: whatever is left was
+    never trained on. A run that recorded no data (trained before runs did) cannot be checked:
+    its items are not called held-out.
+    """
+    if run_dir is None:
+        return gallery, "held-out items"
+    digests = read_digests(run_dir / DIGESTS_FILE)
+    if recorded is None or digests is None:
+        print(f"warning: {run_dir}: dataset unknown (the run recorded neither its data nor its "
+              "training images); cannot tell which of these images it trained on")
+        return gallery, "items (dataset unknown: not known to be held out)"
+    change = describe_change(recorded, splits.identity)
+    if change:
+        print(f"note: {run_dir} was trained on {DataIdentity(**recorded).describe()}; evaluating "
+              f"{splits.identity.describe()} ({change})")
+    rows = unseen_rows(gallery.paths, digests)
+    if len(rows) < len(gallery):
+        print(f"left out {len(gallery) - len(rows)} of {len(gallery)} evaluation images: the run "
+              "trained on images with the same content")
+    if not rows:
+        raise UserError(f"{run_dir}: every evaluation image of {splits.root} was trained on by this "
+                        "run; evaluate it on data it has not seen")
+    return (gallery if len(rows) == len(gallery) else subset(gallery, np.asarray(rows))), "held-out items"
 
 
 def _catalogue(where: str, dataset_dir: Path, size: int) -> ImageSet:

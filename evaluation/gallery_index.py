@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_write, atomic_write_text
 from data.dataset import ImageSet
 from evaluation.embed import embed
-from misc.atomic import atomic_write, atomic_write_text
 
 INDEX_VERSION = 1
 

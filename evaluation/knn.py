@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from misc.errors import UserError
+from common.errors import UserError
 
 BACKENDS = ("torch", "faiss")
 BLOCK_BYTES = 256 * 2**20  # bound on the memory of one block of query rows x the gallery

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from data.dataset import ImageSet
 from data.splits import Splits
 from evaluation.embed import embed
 from evaluation.knn import search
 from evaluation.metrics import Retrieval, metrics_from_neighbours, retrieval_metrics
-from misc.errors import UserError
 
 
 @dataclass

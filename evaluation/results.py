@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from misc.atomic import atomic_write_text
-from misc.errors import UserError
+from common.atomic import atomic_write_text
+from common.errors import UserError
 
 RESULT_SUFFIXES = (".csv", ".json")
 

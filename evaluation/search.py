@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from data.decode import UnreadableImage, decode_image
 from data.index import IMAGE_SUFFIXES, printable
 from evaluation.embed import embed_photos
@@ -24,7 +25,6 @@ from evaluation.gallery import Gallery
 from evaluation.gallery_index import GalleryIndex
 from evaluation.knn import Searcher
 from evaluation.results import ResultRow, format_results, result_rows, write_results
-from misc.errors import UserError
 
 
 def run_search(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,

@@ -11,43 +11,54 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from data.dataset import ImageSet
+from data.identity import safe_name
 from evaluation.embed import embed
 from evaluation.figures import render_pages, select_queries
-from evaluation.gallery import Gallery, choose_gallery, concat_sets
+from evaluation.gallery import Gallery, choose_gallery, concat_sets, dataset_root
 from evaluation.gallery_index import GalleryIndex, embed_unsaved, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.protocol import QueryGallery, query_gallery_retrieval
 from evaluation.report import format_metrics_table
+from evaluation.reports import write_reports
 from evaluation.results import results_format
 from evaluation.search import run_search
 from evaluation.weights import fetch_run, pack_run
-from misc.errors import UserError
-from misc.compare_runs import format_runs_table, list_runs
-from misc.reports import write_reports
 from models import build_model
 from training.checkpoints import load_weights
 from training.distributed import pick_device
-from training.runs import run_name
-from training.workflow import cache_dir, model_kwargs, run_config
+from training.options import config_from_args, model_kwargs
+from training.run_list import format_runs_table, list_runs
+from training.runs import find_run_folders, read_hparams, run_folder
+from training.workflow import cache_dir
 
 # Inside the run folder, hidden: weights zips (--export_weights) and run comparisons skip it.
 INDEX_FOLDER = ".index"
 
+
 def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
-    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
+    """The run folder: --run_dir, a downloaded run, or the one the dataset and hyperparameter
+    flags name (``<save_dir>/<dataset>/<run>``, else a run from before runs were bound to their
+    dataset, ``<save_dir>/<run>``)."""
     save_dir = Path(args.save_dir)
     if args.download_weights:
         return fetch_run(args.weights_url, save_dir)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, run_config(args, args.model, model))
+        config = config_from_args(args, args.model, model)
+        dataset = safe_name(dataset_root(args).resolve().name)
+        run_dir = run_folder(save_dir, type(model).__name__, config, dataset)
+        legacy = run_folder(save_dir, type(model).__name__, config, None)
+        if not run_dir.is_dir() and legacy.is_dir():
+            run_dir = legacy
     if not run_dir.is_dir():
-        runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
+        runs = [p.relative_to(save_dir).as_posix() for p in find_run_folders(save_dir)]
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
-                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir")
+                        "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
+                        "--run_dir")
     return run_dir
 
 
@@ -63,7 +74,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         results_format(Path(args.results))
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label, run_label, run_dir = args.model, args.model, None
+    label, run_label, run_dir, recorded = args.model, args.model, None, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
@@ -72,8 +83,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
         label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
         run_label = f"{run_dir.name}, epoch {checkpoint.epoch}"
+        recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
     model.to(device)
-    gallery = choose_gallery(args, model.input_size)
+    gallery = choose_gallery(args, model.input_size, run_dir, recorded)
     if args.query:  # metrics write no index: a run folder (a DVC stage's input) stays unchanged
         index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
         index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
@@ -98,9 +110,9 @@ def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.devi
               f"images ({len(target.items)} items)")
     else:
         retrieval = evaluate_retrieval(index.tensor(), target.labels, k=k, backend=args.knn_backend)
-        print(f"{label}: retrieval on {len(target)} images of {len(target.items)} {_whose(gallery)}")
+        print(f"{label}: retrieval on {len(target)} images of {len(target.items)} {gallery.scope}")
     metrics = retrieval.metrics
-    print(format_metrics_table({args.model: metrics}, k))
+    print(format_metrics_table({args.model: metrics}, k, num_items=len(target.items)))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=index.tensor(), image_set=gallery.images,
@@ -114,15 +126,6 @@ def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.devi
     else:
         show_figures(args, target, retrieval)
     return metrics
-
-
-def _whose(gallery: Gallery) -> str:
-    """What the gallery's items are: held out, or possibly trained on (never called held-out)."""
-    if gallery.held_out:
-        return "held-out items"
-    if gallery.name == "all":
-        return "items (gallery all: includes trained items)"
-    return f"items (gallery {gallery.name}: may hold trained items)"
 
 
 def figure_dir(args: argparse.Namespace, case: str) -> Path:

@@ -11,6 +11,8 @@ from PIL import Image
 
 import evaluate
 import pipeline
+from common.cli import run_main
+from common.params import parse_with_params
 from data.splits import load_splits
 from evaluation.embed import embed_photos
 from evaluation.figures import PageLayout
@@ -18,11 +20,10 @@ from evaluation.gallery_index import model_digest
 from evaluation.knn import Searcher, search
 from evaluation.protocol import query_gallery_metrics
 from evaluation.workflow import run_evaluation
-from training.workflow import run_pipeline
-from misc.cli import run_main
-from misc.params import parse_with_params
 from models.simple_net import SimpleNet
 from tests.datasets import make_dataset
+from training.options import ALL_SETTINGS
+from training.workflow import run_pipeline
 
 TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 200, 30), (30, 190, 200), (200, 40, 200),
@@ -253,7 +254,7 @@ def test_query_gallery_layout_through_evaluate(tmp_path, capsys):
     solid(root / "query" / "D" / "q.png", red)             # no gallery image of D: not scored
     argv = ["--model", "simple", "--dataset", str(root), "--dataset_dir", str(tmp_path / "data"),
             "--num_neighbours", "2", "--no_figures"]
-    metrics = run_evaluation(parse_with_params(evaluate.build_parser(), argv))
+    metrics = run_evaluation(parse_with_params(evaluate.build_parser(), argv, ALL_SETTINGS))
     assert metrics["precision@1"] == 0.5 and metrics["closest_2"] == 1.0 and metrics["in_any@2"] == 1.0
     assert metrics["r_precision"] == 0.5 and metrics["map@r"] == 0.5
     assert metrics["num_queries"] == 2 and metrics["num_unqueryable"] == 1
@@ -280,9 +281,9 @@ def test_training_on_a_query_gallery_layout_evaluates_query_to_gallery(tmp_path)
             solid(root / split / f"new_{i}" / f"{split}.png", colour)
     argv = ["-m", "simple_net", "--epochs", "1", "--dataset", str(root), "--dataset_dir",
             str(tmp_path / "data"), "--save_dir", str(tmp_path / "models"), *TINY]
-    results = run_pipeline(parse_with_params(pipeline.build_parser(), argv))
+    results = run_pipeline(parse_with_params(pipeline.build_parser(), argv, ALL_SETTINGS))
     assert results["simple_net"]["num_queries"] == 3
-    stats = next((tmp_path / "models").glob("*/training_stats.csv")).read_text()
+    stats = next((tmp_path / "models").rglob("training_stats.csv")).read_text()
     assert "evaluation score" in stats
 
 
