@@ -206,7 +206,7 @@ def test_photo_query_and_saved_embeddings(trained, capsys, tmp_path):
     npz = tmp_path / "gallery.npz"
     argv = ["--model", "simple", "--query", str(photo), "--save_fig", "--save_embeddings", str(npz), *common]
     code, out, _ = run_evaluate(argv, capsys)
-    assert code == 0 and f"{photo}:" in out and "saved the query figure" in out
+    assert code == 0 and f"{photo}:" in out and "saved 1 query figure(s)" in out
     saved = np.load(npz)
     assert saved["embeddings"].shape[0] == len(saved["paths"]) == len(saved["items"])
 
