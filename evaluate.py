@@ -4,7 +4,8 @@
     python evaluate.py --show_case fail --num_disp 10 --save_fig
     python evaluate.py --model simple_net --checkpoint 20
     python evaluate.py --download_weights [--weights_url URL]
-    python evaluate.py --query my_photo.jpg --save_fig   # your own photos against the gallery
+    python evaluate.py --query my_photo.jpg --save_fig   # your own photos against the whole dataset
+    python evaluate.py --query photos/ --gallery catalogue/ --results hits.csv
 """
 from __future__ import annotations
 
@@ -54,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show these query numbers (rows of the eval set) instead of filtering by case")
     parser.add_argument("--no_figures", action="store_true", help="print metrics only")
     parser.add_argument("--query", nargs="+", default=None, metavar="PHOTO",
-                        help="embed your own photos and show their closest images in the gallery")
+                        help="photos and/or folders of photos (searched recursively) to search the gallery with")
+    parser.add_argument("--gallery", default=None, metavar="all|eval|PATH",
+                        help="what is searched or scored: all (every image of the dataset; the default "
+                             "with --query), eval (the held-out items; the default without --query), "
+                             "or a folder / archive / URL of <item>/<image> folders or loose images")
+    parser.add_argument("--results", metavar="FILE", default=None,
+                        help="with --query: write one row per (query, rank) to FILE (.csv or .json)")
     parser.add_argument("--save_embeddings", metavar="FILE", default=None,
                         help="write the gallery embeddings with their paths and items to FILE (.npz)")
     parser.add_argument("--knn_backend", choices=("torch", "faiss"), default="torch",

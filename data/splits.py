@@ -4,7 +4,8 @@ A plain `<root>/<item>/...` folder is split by item, never by image, so evaluati
 retrieval of products the network has never seen (the original split rows 80/20 and leaked items
 across the split). Each item's side comes from a hash of its own name and the split seed, so
 adding or removing items never moves another item across. A folder already laid out as `train/`
-plus `val|eval|test/` (split-folders style) keeps its split.
+plus `val|eval|test/` (split-folders style), or as `query/` + `gallery/` (DeepFashion In-Shop
+style, optionally with `train/`), keeps its split.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from data.index import DatasetIndex, index_folder
 from common.errors import UserError
 
 EVAL_SPLIT_NAMES = ("val", "eval", "test")
+QUERY_GALLERY_NAMES = ("query", "gallery")
 
 
 @dataclass
@@ -53,16 +55,17 @@ class Splits:
 
 
 def is_split_root(folder: Path) -> bool:
-    """True for a `train/` + `val|eval|test/` layout."""
-    return (folder / "train").is_dir() and any((folder / n).is_dir() for n in EVAL_SPLIT_NAMES)
+    """True for a `train/` + `val|eval|test/` layout or a `query/` + `gallery/` one."""
+    return ((folder / "train").is_dir() and any((folder / n).is_dir() for n in EVAL_SPLIT_NAMES)) \
+        or all((folder / n).is_dir() for n in QUERY_GALLERY_NAMES)
 
 
 def load_splits(root: Path, size: int, cache_dir: Path, *, eval_fraction: float = 0.2,
                 split_seed: int = 0, big_ims: bool = False, progress: bool = True,
                 resize: str = LETTERBOX) -> Splits:
-    """Index, split by item and decode `root`; a pre-split `train/` + `val|eval|test/` layout is kept."""
+    """Index, split by item and decode `root`; a pre-split layout (see the module docstring) is kept."""
     if is_split_root(root):
-        parts = [n for n in ("train",) + EVAL_SPLIT_NAMES if (root / n).is_dir()]
+        parts = [n for n in ("train",) + EVAL_SPLIT_NAMES + QUERY_GALLERY_NAMES if (root / n).is_dir()]
         loaded = {n: _load_folder(root / n, size, cache_dir, big_ims, progress, resize) for n in parts}
         sets = {n: s for n, (s, _, _) in loaded.items()}
         skipped = [(f"{n}/{p}", why) for n, (_, _, sk) in loaded.items() for p, why in sk]

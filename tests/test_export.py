@@ -1,4 +1,5 @@
 """evaluate.py --export_model: a TorchScript file whose README recipe embeds photos like --query."""
+import json
 import re
 from pathlib import Path
 
@@ -47,18 +48,30 @@ def _readme_recipe() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_lines_give_the_embedding_evaluate_gives(exported, capsys):
+def _readme_embedding(model_file: Path, photo: str) -> np.ndarray:
+    code = _readme_recipe().replace('"model.pt"', repr(str(model_file))).replace('"photo.jpg"', repr(photo))
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the README's own lines, as a user would paste them
+    return scope["embedding"].detach().numpy()[0]
+
+
+def test_readme_lines_give_the_embedding_evaluate_gives(exported, capsys, tmp_path):
     tmp, common, gallery = exported
     for row in (0, 1, 2):  # a wide, a tall and a small photo
         photo = gallery["paths"][row]
         assert Image.open(photo).width != Image.open(photo).height
-        code = _readme_recipe().replace('"model.pt"', repr(str(tmp / "model.pt"))).replace('"photo.jpg"', repr(photo))
-        scope: dict = {}
-        exec(code, scope)  # noqa: S102 - the README's own lines, as a user would paste them
-        np.testing.assert_allclose(scope["embedding"].detach().numpy()[0], gallery["embeddings"][row], atol=1e-5)
-    capsys.readouterr()
-    assert run_main(evaluate.main, ["--model", "simple_net", "--query", photo, "--no_figures", *common]) == 0
-    assert f"{photo}: {gallery['items'][2]} (0.000)" in capsys.readouterr().out  # --query agrees: itself
+        np.testing.assert_allclose(_readme_embedding(tmp / "model.pt", photo), gallery["embeddings"][row],
+                                   atol=1e-5)
+    embedding = _readme_embedding(tmp / "model.pt", photo)
+    hits = tmp_path / "hits.json"
+    assert run_main(evaluate.main, ["--model", "simple_net", "--query", photo, "--gallery", "eval",
+                                    "--results", str(hits), "--no_figures", *common]) == 0
+    rows = json.loads(hits.read_text())
+    assert rows[0]["path"] == photo and rows[0]["distance"] < 1e-5  # --query's embedding: the same
+    where = {path: number for number, path in enumerate(gallery["paths"])}
+    for hit in rows:  # and at the same distance from every neighbour as the README's embedding
+        expected = np.linalg.norm(embedding - gallery["embeddings"][where[hit["path"]]])
+        assert abs(hit["distance"] - expected) < 1e-5
 
 
 def test_exported_file_takes_batches_of_squares_and_refuses_other_sizes(exported):

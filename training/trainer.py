@@ -26,8 +26,7 @@ from common.errors import UserError
 from data.dataset import ImageSet
 from data.identity import DataIdentity
 from data.tensors import to_tensor
-from evaluation.embed import embed
-from evaluation.metrics import retrieval_metrics
+from evaluation.protocol import EvalTarget, score
 from training.augment import augment
 from training.checkpoints import CheckpointSaver, has_checkpoints, load_model_state, restore_rng_states, rng_states
 from training.config import TrainConfig
@@ -61,7 +60,7 @@ class _Training:
     amp: bool
 
 
-def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: ImageSet | None,
+def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: EvalTarget | None,
           save_dir: Path, *, data: DataIdentity | None = None, accept_changed_data: bool = False,
           log: Callable[[str], None] = tqdm.write) -> TrainResult:
     """Train ``model`` (built from ``config.model``) on ``train_set``; evaluate on ``eval_set``.
@@ -305,13 +304,12 @@ def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, saver: Checkpoi
                     "train with a lower --learning_rate")
 
 
-def _evaluate(model: nn.Module, eval_set: ImageSet | None, config: TrainConfig,
+def _evaluate(model: nn.Module, eval_set: EvalTarget | None, config: TrainConfig,
               device: torch.device) -> dict[str, float]:
     """The stats file's metric columns: in_any@5 in % (the original score), precision@1, MAP@R."""
     if eval_set is None:
         return {}
-    metrics = retrieval_metrics(embed(model, eval_set, batch_size=config.batch_size, device=device),
-                                eval_set.labels, k=EVAL_K)
+    metrics = score(model, eval_set, EVAL_K, device, batch_size=config.batch_size)
     return {"evaluation score": 100.0 * metrics[f"in_any@{EVAL_K}"],
             "precision@1": metrics["precision@1"], "map@r": metrics["map@r"]}
 
