@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights_url", default=DEFAULT_WEIGHTS_URL, help="where --download_weights fetches from")
     parser.add_argument("--export_weights", metavar="ZIP", default=None,
                         help="pack the selected run folder into ZIP (the --download_weights format) and exit")
+    parser.add_argument("--export_model", metavar="FILE", default=None,
+                        help="write the selected checkpoint as a TorchScript file for serving (and FILE.onnx "
+                             "when onnx is installed) and exit")
     parser.add_argument("-sc", "--show_case", choices=CASES, default="both",
                         help="figures of queries whose neighbours include the same item (pass), none (fail), or both")
     parser.add_argument("--num_disp", type=positive_int, default=1, help="query rows per figure page")

@@ -2,8 +2,9 @@
 
 The original decoded and resized each JPEG on every access. Here `build_or_load_cache` decodes
 each image once; the result `<key>.npy` (N, S, S, 3) plus `<key>.json` (paths, labels, skipped
-files) is keyed by a fingerprint of the source files (names, sizes, mtimes) and the size, so an
-unchanged dataset opens instantly and a changed one is rebuilt.
+files) is keyed by a fingerprint of the source files (names, sizes, mtimes), the size and the
+resize mode (letterbox, or the original's stretch), so an unchanged dataset opens instantly and a
+changed one is rebuilt.
 """
 from __future__ import annotations
 
@@ -26,12 +27,12 @@ except ImportError:  # Windows: no advisory locks; concurrent first builds are n
 import numpy as np
 from tqdm import tqdm
 
-from data.decode import UnreadableImage, decode_image
+from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import DatasetIndex
 from common.atomic import atomic_write_text
 from common.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: letterbox colour from the resized image's border
 TEMP_SUFFIX = ".tmp"
 
 
@@ -54,7 +55,7 @@ def fingerprint(index: DatasetIndex, size: int) -> str:
 
 
 def build_or_load_cache(index: DatasetIndex, size: int, cache_dir: Path,
-                        *, progress: bool = True) -> ImageCache:
+                        *, resize: str = LETTERBOX, progress: bool = True) -> ImageCache:
     """Open the cache for (index, size) if it is current, otherwise decode everything into it.
 
     Building holds a lock on the key, so two runs started together on a new dataset decode it
@@ -62,7 +63,8 @@ def build_or_load_cache(index: DatasetIndex, size: int, cache_dir: Path,
     (a deleted or damaged file) is derived data: it is rebuilt, with a warning.
     """
     source = _source_id(index.root)
-    key = f"{source}_{size}px_{fingerprint(index, size)}"
+    prefix = f"{source}_{size}px_{resize}_"  # a stretched and a letterboxed cache coexist
+    key = prefix + fingerprint(index, size)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -72,8 +74,8 @@ def build_or_load_cache(index: DatasetIndex, size: int, cache_dir: Path,
     with _build_lock(cache_dir / f"{key}.lock"):
         cache = _open(index, size, array_path, meta_path) if meta_path.exists() else None
         if cache is None:
-            cache = _build_cleanly(index, size, array_path, meta_path, progress)
-            _remove_stale(cache_dir, f"{source}_{size}px_", keep=key)
+            cache = _build_cleanly(index, size, resize, array_path, meta_path, progress)
+            _remove_stale(cache_dir, prefix, keep=key)
     return cache
 
 
@@ -114,7 +116,7 @@ def _open(index: DatasetIndex, size: int, array_path: Path, meta_path: Path) -> 
     return ImageCache(images, index.subset(kept), skipped)
 
 
-def _build_cleanly(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
+def _build_cleanly(index: DatasetIndex, size: int, resize: str, array_path: Path, meta_path: Path,
                    progress: bool) -> ImageCache:
     """`_build`, turning a full disk into a one-line error and never leaving temporary files.
 
@@ -122,7 +124,7 @@ def _build_cleanly(index: DatasetIndex, size: int, array_path: Path, meta_path: 
     build (or of this one, on failure) and can go.
     """
     try:
-        return _build(index, size, array_path, meta_path, progress)
+        return _build(index, size, resize, array_path, meta_path, progress)
     except OSError as err:
         needed = len(index) * size * size * 3 / 2**20
         raise UserError(f"{array_path.parent}: cannot write the image cache ({err.strerror or err}); "
@@ -133,7 +135,7 @@ def _build_cleanly(index: DatasetIndex, size: int, array_path: Path, meta_path: 
             leftover.unlink(missing_ok=True)
 
 
-def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
+def _build(index: DatasetIndex, size: int, resize: str, array_path: Path, meta_path: Path,
            progress: bool) -> ImageCache:
     """Decode with a thread pool (PIL releases the GIL) straight into a temporary memmap.
 
@@ -146,7 +148,7 @@ def _build(index: DatasetIndex, size: int, array_path: Path, meta_path: Path,
 
     def decode_row(row: int) -> None:
         try:
-            images[row] = decode_image(index.root / index.paths[row], size)
+            images[row] = decode_image(index.root / index.paths[row], size, resize)
             ok[row] = True
         except UnreadableImage as err:
             skipped.append((index.paths[row], str(err)))

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from data.cache import ImageCache
-from data.decode import UnreadableImage, decode_image
+from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import DatasetIndex
 from common.errors import UserError
 
@@ -42,16 +42,16 @@ class ImageSet:
         return cls(cache.index.subset(rows), images.shape[1], lambda r: np.asarray(images[rows[r]]))
 
     @classmethod
-    def from_files(cls, index: DatasetIndex, size: int) -> "ImageSet":
+    def from_files(cls, index: DatasetIndex, size: int, resize: str = LETTERBOX) -> "ImageSet":
         """Decode files on every call (`--big_ims`): no cache, full-resolution sources."""
         def load(rows: np.ndarray) -> np.ndarray:
-            return np.stack([_decode_or_fail(index.root / index.paths[r], size) for r in rows])
+            return np.stack([_decode_or_fail(index.root / index.paths[r], size, resize) for r in rows])
         return cls(index, size, load)
 
 
-def _decode_or_fail(path: Path, size: int) -> np.ndarray:
+def _decode_or_fail(path: Path, size: int, resize: str) -> np.ndarray:
     try:
-        return decode_image(path, size)
+        return decode_image(path, size, resize)
     except UnreadableImage as err:
         raise UserError(f"{path}: cannot read image ({err}); remove it or run without --big_ims "
                         "so unreadable files are skipped") from err

@@ -22,18 +22,23 @@ class UnreadableImage(Exception):
     """The file is not a decodable image; the message says why (for the skipped-files report)."""
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Read `path` and return it letterboxed to (size, size, 3) uint8.
+LETTERBOX, STRETCH = "letterbox", "stretch"
+RESIZE_MODES = (LETTERBOX, STRETCH)
 
-    The aspect ratio is kept (a garment squashed to a square is a different shape) and the image
-    is padded with its own mean border colour so the padding adds no new colour cue.
+
+def decode_image(path: Path, size: int, resize: str = LETTERBOX) -> np.ndarray:
+    """Read `path` and return it letterboxed (or stretched) to (size, size, 3) uint8.
+
+    Letterbox, ours: the aspect ratio is kept (a garment squashed to a square is a different
+    shape) and the image is padded with its own mean border colour so the padding adds no new
+    colour cue. Stretch: both sides resized to `size`, what the original project's networks saw.
     """
     try:
         with Image.open(path) as img:
             check_pixels(img)
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
             rgb = _to_rgb(ImageOps.exif_transpose(img))
-            return _letterbox(rgb, size)
+            return _letterbox(rgb, size) if resize == LETTERBOX else _stretch(rgb, size)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
@@ -61,9 +66,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _stretch(img: Image.Image, size: int) -> np.ndarray:
+    """Both sides to `size`; PIL's bilinear filter widens with the scale, so downscaling is anti-aliased."""
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
+
+
 def _letterbox(img: Image.Image, size: int) -> np.ndarray:
-    """Fit the longer side to `size` and pad the shorter one with the mean border colour."""
-    arr = np.asarray(img)
+    """Fit the longer side to `size` and pad the shorter one with the mean border colour.
+
+    The colour is taken from the border of the resized image, so that an exported model
+    (evaluation.export) can pad a resized photo itself and give the very same pixels.
+    """
+    fitted = ImageOps.contain(img, (size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(fitted)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(axis=0)
     fill = tuple(int(round(c)) for c in border)
-    return np.asarray(ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=fill))
+    return np.asarray(ImageOps.pad(fitted, (size, size), Image.Resampling.BILINEAR, color=fill))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
-from data.decode import check_pixels
+from data.decode import LETTERBOX, check_pixels
 from data.identity import DataIdentity, dataset_identity, split_identity
 from data.index import DatasetIndex, index_folder
 from common.errors import UserError
@@ -61,17 +61,18 @@ def is_split_root(folder: Path) -> bool:
 
 
 def load_splits(root: Path, size: int, cache_dir: Path, *, eval_fraction: float = 0.2,
-                split_seed: int = 0, big_ims: bool = False, progress: bool = True) -> Splits:
+                split_seed: int = 0, big_ims: bool = False, progress: bool = True,
+                resize: str = LETTERBOX) -> Splits:
     """Index, split by item and decode `root`; a pre-split layout (see the module docstring) is kept."""
     if is_split_root(root):
         parts = [n for n in ("train",) + EVAL_SPLIT_NAMES + QUERY_GALLERY_NAMES if (root / n).is_dir()]
-        loaded = {n: _load_folder(root / n, size, cache_dir, big_ims, progress) for n in parts}
+        loaded = {n: _load_folder(root / n, size, cache_dir, big_ims, progress, resize) for n in parts}
         sets = {n: s for n, (s, _, _) in loaded.items()}
         skipped = [(f"{n}/{p}", why) for n, (_, _, sk) in loaded.items() for p, why in sk]
         indexes = {n: idx for n, (_, idx, _) in loaded.items()}
         return Splits(sets, root, skipped, indexes,
                       dataset_identity(root, indexes, split_identity(True, eval_fraction, split_seed)))
-    whole, index, skipped = _load_folder(root, size, cache_dir, big_ims, progress)
+    whole, index, skipped = _load_folder(root, size, cache_dir, big_ims, progress, resize)
     train_rows, eval_rows = split_by_item(whole.index, eval_fraction, split_seed)
     sets = {"train": subset(whole, train_rows), "eval": subset(whole, eval_rows)}
     return Splits(sets, root, skipped, {"all": index},
@@ -110,13 +111,13 @@ def item_hash(seed: int, name: str) -> float:
 
 
 def _load_folder(folder: Path, size: int, cache_dir: Path, big_ims: bool,
-                 progress: bool) -> tuple[ImageSet, DatasetIndex, list[tuple[str, str]]]:
+                 progress: bool, resize: str) -> tuple[ImageSet, DatasetIndex, list[tuple[str, str]]]:
     index = index_folder(folder)
     if big_ims:
         readable, skipped = _check_headers(index)
-        image_set = ImageSet.from_files(index.subset(readable), size)
+        image_set = ImageSet.from_files(index.subset(readable), size, resize)
     else:
-        cache = build_or_load_cache(index, size, cache_dir, progress=progress)
+        cache = build_or_load_cache(index, size, cache_dir, resize=resize, progress=progress)
         image_set, skipped = ImageSet.from_cache(cache, np.arange(len(cache.index))), cache.skipped
     if len(image_set) == 0:
         path, why = skipped[0]

@@ -19,6 +19,7 @@ import numpy as np
 from common.errors import UserError
 from data.cache import build_or_load_cache
 from data.dataset import ImageSet
+from data.decode import LETTERBOX
 from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, unseen_rows
 from data.index import DatasetIndex
 from data.sources import locate_dataset
@@ -54,16 +55,17 @@ class Gallery:
 
 
 def choose_gallery(args: argparse.Namespace, size: int, run_dir: Path | None,
-                   recorded: dict | None) -> Gallery:
-    """The gallery `--gallery` names (default `all` with --query, else `eval`), decoded at `size`.
+                   recorded: dict | None, resize: str = LETTERBOX) -> Gallery:
+    """The gallery `--gallery` names (default `all` with --query, else `eval`), decoded at `size`
+    (letterboxed, or stretched for the original project's networks).
 
     `run_dir` and `recorded` (the run's data identity) let `eval` leave out trained images.
     """
     name = args.gallery or ("all" if args.query else "eval")
     if name not in GALLERY_CHOICES:
-        return Gallery(_catalogue(name, Path(args.dataset_dir), size), name,
+        return Gallery(_catalogue(name, Path(args.dataset_dir), size, resize), name,
                        f"items (gallery {name}: may hold trained items)")
-    splits = dataset_splits(args, size)
+    splits = dataset_splits(args, size, resize)
     if name == "all":
         return Gallery(concat_sets(list(splits.sets.values()), splits.root), name,
                        "items (gallery all: includes trained items)")
@@ -83,11 +85,11 @@ def dataset_root(args: argparse.Namespace) -> Path:
     return locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed)
 
 
-def dataset_splits(args: argparse.Namespace, size: int) -> Splits:
+def dataset_splits(args: argparse.Namespace, size: int, resize: str = LETTERBOX) -> Splits:
     """Every split of the dataset, decoded at `size`; unreadable files named in one warning."""
     splits = load_splits(dataset_root(args), size, cache_dir(args.dataset_dir),
                          eval_fraction=args.eval_fraction, split_seed=args.split_seed,
-                         big_ims=args.big_ims)
+                         big_ims=args.big_ims, resize=resize)
     _warn_skipped(splits.skipped, splits.root)
     return splits
 
@@ -122,13 +124,13 @@ def held_out_gallery(run_dir: Path | None, recorded: dict | None, gallery: Image
     return (gallery if len(rows) == len(gallery) else subset(gallery, np.asarray(rows))), "held-out items"
 
 
-def _catalogue(where: str, dataset_dir: Path, size: int) -> ImageSet:
+def _catalogue(where: str, dataset_dir: Path, size: int, resize: str) -> ImageSet:
     """A gallery folder (or an archive / URL of one), decoded once into the image cache."""
     if "://" not in where and not Path(where).expanduser().exists():
         raise UserError(f"--gallery {where}: no such folder or archive; use all, eval, a folder of "
                         "images, an archive of them or its URL")
     root = locate_dataset(where, dataset_dir)
-    cache = build_or_load_cache(index_catalogue(root), size, cache_dir(dataset_dir))
+    cache = build_or_load_cache(index_catalogue(root), size, cache_dir(dataset_dir), resize=resize)
     _warn_skipped(cache.skipped, root)
     return ImageSet.from_cache(cache, np.arange(len(cache.index)))
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from data.decode import UnreadableImage, decode_image
+from data.decode import LETTERBOX, UnreadableImage, decode_image
 from data.index import IMAGE_SUFFIXES, printable
 from evaluation.embed import embed_photos
 from evaluation.figures import render_query_page
@@ -30,7 +30,7 @@ from evaluation.results import ResultRow, format_results, result_rows, write_res
 def run_search(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
                index: GalleryIndex, run_label: str, fig_dir: Path) -> list[ResultRow]:
     """Search every --query photo, print the results, write --results, draw the figures."""
-    files, photos = read_queries(args.query, model.input_size)
+    files, photos = read_queries(args.query, model.input_size, getattr(model, "resize", LETTERBOX))
     queries = embed_photos(model, photos, device=device)
     searcher = Searcher(index.tensor(), faiss_index=_faiss_index(index, args.knn_backend))
     dists, idx = (t.numpy() for t in searcher.search(queries, args.num_neighbours))
@@ -71,8 +71,9 @@ def figure_names(files: list[Path]) -> list[str]:
     return names
 
 
-def read_queries(specs: list[str], size: int) -> tuple[list[Path], np.ndarray]:
-    """The readable photos among `specs` (files, and image files found under folders), decoded.
+def read_queries(specs: list[str], size: int, resize: str = LETTERBOX) -> tuple[list[Path], np.ndarray]:
+    """The readable photos among `specs` (files, and image files found under folders), decoded
+    (letterboxed, or stretched for the original project's networks).
 
     Unreadable ones are skipped and named in one warning; if none is readable, a UserError.
     """
@@ -80,7 +81,7 @@ def read_queries(specs: list[str], size: int) -> tuple[list[Path], np.ndarray]:
     photos, kept = [], []
     for file in files:
         try:
-            photos.append(decode_image(file, size))
+            photos.append(decode_image(file, size, resize))
             kept.append(file)
         except UnreadableImage as err:
             skipped.append(f"{file} ({err})")

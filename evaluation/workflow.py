@@ -5,6 +5,7 @@ Kept out of evaluate.py so tests call it with an argparse Namespace instead of g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +14,23 @@ from torch import nn
 
 from common.errors import UserError
 from data.dataset import ImageSet
+from data.decode import LETTERBOX
 from data.identity import safe_name
 from evaluation.embed import embed
+from evaluation.export import export_model
 from evaluation.figures import render_pages, select_queries
 from evaluation.gallery import Gallery, choose_gallery, concat_sets, dataset_root
 from evaluation.gallery_index import GalleryIndex, embed_unsaved, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
+from evaluation.original_runs import PROVENANCE_UNKNOWN, load_run, original_folder_name, serves_request
 from evaluation.protocol import QueryGallery, query_gallery_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.reports import write_reports
 from evaluation.results import results_format
 from evaluation.search import run_search
-from evaluation.weights import fetch_run, pack_run
-from models import build_model
-from training.checkpoints import load_weights
+from evaluation.weights import fetch_run, pack_run, pick_run
+from models import MODEL_NAMES, build_model
+from models.original_nets import ORIGINAL_NAMES, OriginalNet
 from training.distributed import pick_device
 from training.options import config_from_args, model_kwargs
 from training.run_list import format_runs_table, list_runs
@@ -37,22 +41,17 @@ from training.workflow import cache_dir
 INDEX_FOLDER = ".index"
 
 
-def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
+def find_run_dir(args: argparse.Namespace, model: nn.Module | None) -> Path:
     """The run folder: --run_dir, a downloaded run, or the one the dataset and hyperparameter
-    flags name (``<save_dir>/<dataset>/<run>``, else a run from before runs were bound to their
-    dataset, ``<save_dir>/<run>``)."""
+    flags name (see `named_run_dirs`). `model` is None for the original project's networks."""
     save_dir = Path(args.save_dir)
     if args.download_weights:
-        return fetch_run(args.weights_url, save_dir)
+        return downloaded_run(args, model)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        config = config_from_args(args, args.model, model)
-        dataset = safe_name(dataset_root(args).resolve().name)
-        run_dir = run_folder(save_dir, type(model).__name__, config, dataset)
-        legacy = run_folder(save_dir, type(model).__name__, config, None)
-        if not run_dir.is_dir() and legacy.is_dir():
-            run_dir = legacy
+        candidates = named_run_dirs(args, model)
+        run_dir = next((path for path in candidates if path.is_dir()), candidates[0])
     if not run_dir.is_dir():
         runs = [p.relative_to(save_dir).as_posix() for p in find_run_folders(save_dir)]
         listing = ", ".join(runs) if runs else "none"
@@ -60,6 +59,32 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
                         "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
                         "--run_dir")
     return run_dir
+
+
+def named_run_dirs(args: argparse.Namespace, model: nn.Module | None) -> list[Path]:
+    """The run folders the flags name, in order of preference: ours, ``<save_dir>/<dataset>/<run>``
+    then a run from before runs were bound to their dataset, ``<save_dir>/<run>``; then the
+    original project's ``<save_dir>/<Class>_LR_<lr>_decay_<lrd>_BS_<bs>`` (an installed download)."""
+    save_dir, folders = Path(args.save_dir), []
+    if model is not None:
+        config = config_from_args(args, args.model, model)
+        dataset = safe_name(dataset_root(args).resolve().name)
+        folders = [run_folder(save_dir, type(model).__name__, config, dataset),
+                   run_folder(save_dir, type(model).__name__, config, None)]
+    original = next((name for name in ORIGINAL_NAMES if serves_request(name, args.model)), None)
+    if original is not None:
+        folders.append(save_dir / original_folder_name(original, args.learning_rate, args.lr_decay,
+                                                       args.batch_size))
+    return folders
+
+
+def downloaded_run(args: argparse.Namespace, model: nn.Module | None) -> Path:
+    """Fetch and install --weights_url, say where each run went, and pick the one to evaluate."""
+    runs = fetch_run(args.weights_url, Path(args.save_dir))
+    for run in runs:
+        print(f"downloaded {args.weights_url} -> installed {run.path}" if run.new
+              else f"already installed {run.path}")
+    return pick_run(runs, args.model, {path.name for path in named_run_dirs(args, model)}).path
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
@@ -73,19 +98,27 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.results:
         results_format(Path(args.results))
     device = pick_device(args.device)
-    model = build_model(args.model, **model_kwargs(args))
+    model = build_model(args.model, **model_kwargs(args)) if args.model in MODEL_NAMES else None
     label, run_label, run_dir, recorded = args.model, args.model, None, None
-    if model.trainable or args.download_weights or args.export_weights:
+    if model is None or model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
             print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
             return {}
-        checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
+        model, checkpoint = load_run(model, run_dir, args.model, args.checkpoint)
+        if isinstance(model, OriginalNet):  # from here on, --model names the network evaluated
+            args = argparse.Namespace(**{**vars(args), "model": model.name})
+        else:
+            recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
         label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
         run_label = f"{run_dir.name}, epoch {checkpoint.epoch}"
-        recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
+    if args.export_model:
+        written = export_model(model, Path(args.export_model))
+        print(f"exported {label} to {', '.join(map(str, written))}: {model.input_size} px input, "
+              f"{model.emb_dim}-d embeddings (see the README's 'Export for serving')")
+        return {}
     model.to(device)
-    gallery = choose_gallery(args, model.input_size, run_dir, recorded)
+    gallery = model_gallery(args, model, run_dir, recorded)
     if args.query:  # metrics write no index: a run folder (a DVC stage's input) stays unchanged
         index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
         index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
@@ -97,6 +130,20 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         run_search(args, model, device, gallery, index, run_label, figure_dir(args, "query"))
         return {}
     return score_gallery(args, model, device, gallery, index, label, run_dir)
+
+
+def model_gallery(args: argparse.Namespace, model: nn.Module, run_dir: Path | None,
+                  recorded: dict | None) -> Gallery:
+    """The gallery, decoded as `model` expects (the original's networks: stretched).
+
+    An original run's split leaked items and recorded no data, so its eval items are labelled
+    provenance unknown rather than checked against training images it never listed.
+    """
+    original = isinstance(model, OriginalNet)
+    gallery = choose_gallery(args, model.input_size, None if original else run_dir, recorded,
+                             resize=getattr(model, "resize", LETTERBOX))
+    return dataclasses.replace(gallery, scope=PROVENANCE_UNKNOWN) if original and gallery.name == "eval" \
+        else gallery
 
 
 def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,

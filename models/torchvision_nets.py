@@ -1,11 +1,12 @@
 """torchvision backbones (EfficientNet-B3, ResNet-18, ResNet-50) with an MLP embedding head.
 
-Nothing is ever downloaded: pretrained ImageNet weights come from a local file
-(``pretrained_weights``) or, failing that, from torchvision's own cache
+Pretrained ImageNet weights come from a local file (``pretrained_weights``), from a download of
+torchvision's published file when asked (``pretrained``, models.pretrained: nothing touches the
+network otherwise) or, failing both, from torchvision's own cache
 (``<torch.hub.get_dir()>/checkpoints/<standard file name>``) when it is already there. Without
-either, the backbone starts from random weights (trains from scratch) and a one-line notice says
-so. ``freeze_backbone`` trains the head only (the DVC variant's setup), which only makes sense on
-top of pretrained weights.
+any, the backbone starts from random weights (trains from scratch) and a one-line notice says so.
+``freeze_backbone`` trains the head only (the DVC variant's setup), which only makes sense on top
+of pretrained weights.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from common.errors import UserError
 from models.layers import EmbeddingNet
+from models.pretrained import fetch_pretrained, hub_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def mlp_head(widths: tuple[int, ...]) -> nn.Sequential:
 
 def hub_weights(file_prefix: str) -> Path | None:
     """torchvision's cached ImageNet weights ``<prefix>-<hash>.pth``, if some earlier download left them."""
-    found = sorted((Path(torch.hub.get_dir()) / "checkpoints").glob(f"{file_prefix}-*.pth"))
+    found = sorted(hub_checkpoints().glob(f"{file_prefix}-*.pth"))
     return found[0] if found else None
 
 
@@ -76,24 +78,33 @@ class TorchvisionEmbedder(EmbeddingNet):
     default_input_size: int
 
     def __init__(self, input_size: int | None = None, emb_dim: int = 64,
-                 pretrained_weights: str | Path | None = None, freeze_backbone: bool = False):
+                 pretrained_weights: str | Path | None = None, freeze_backbone: bool = False,
+                 pretrained: bool = False):
         backbone = getattr(torchvision.models, self.architecture)(weights=None)
         setattr(backbone, self.classifier_attr, nn.Identity())
-        source = Path(pretrained_weights) if pretrained_weights else hub_weights(self.weights_file_prefix)
+        source = self.weights_source(pretrained_weights, pretrained)
         if source is not None:
             load_backbone_weights(backbone, source)
         elif freeze_backbone:
             raise UserError("--freeze_backbone needs pretrained weights; pass --pretrained_weights FILE "
-                            f"(the torchvision {self.architecture} ImageNet state_dict)")
+                            f"(the torchvision {self.architecture} ImageNet state_dict) or --pretrained "
+                            "(downloads it)")
         else:
-            log.warning("%s: no pretrained weights (no --pretrained_weights, none in %s); "
-                        "the backbone starts from random weights", self.architecture,
-                        Path(torch.hub.get_dir()) / "checkpoints")
+            log.warning("%s: no pretrained weights (no --pretrained or --pretrained_weights, none in %s); "
+                        "the backbone starts from random weights", self.architecture, hub_checkpoints())
         super().__init__(backbone, self.make_head(emb_dim), input_size or self.default_input_size, emb_dim)
         self.pretrained = source is not None
         self.frozen = freeze_backbone
         self.features.requires_grad_(not freeze_backbone)
         self.train()
+
+    def weights_source(self, pretrained_weights: str | Path | None, pretrained: bool) -> Path | None:
+        """The ImageNet weights file to load: the named file, a download (--pretrained), the hub cache."""
+        if pretrained_weights:
+            return Path(pretrained_weights)
+        if pretrained:
+            return fetch_pretrained(self.architecture)
+        return hub_weights(self.weights_file_prefix)
 
     def make_head(self, emb_dim: int) -> nn.Sequential:
         return mlp_head((self.feature_dim, 256, emb_dim))

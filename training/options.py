@@ -17,6 +17,7 @@ from common.settings import EVALUATE, PIPELINE, Setting, add_settings
 from data.settings import DATA_SETTINGS
 from evaluation.settings import REPORT_SETTINGS
 from models import MODEL_NAMES
+from models.original_nets import ORIGINAL_NAMES
 from training.config import NAMING, TrainConfig, config_settings
 
 DEFAULT_SAVE_DIR = "data/files_to_gitignore/models"
@@ -27,13 +28,18 @@ RUN_SETTINGS = (
     Setting(("-m", "--models_list"), default=DEFAULT_MODELS, nargs="+", choices=tuple(MODEL_NAMES),
             metavar="MODEL", group="models", front_ends=PIPELINE, param="train.model",
             help=f"models to train and compare: {', '.join(MODEL_NAMES)}"),
-    Setting(("--model",), default=DEFAULT_MODEL, choices=tuple(MODEL_NAMES), group="models",
-            front_ends=EVALUATE, param="train.model", help="model to evaluate"),
+    Setting(("--model",), default=DEFAULT_MODEL, choices=tuple(MODEL_NAMES) + ORIGINAL_NAMES, group="models",
+            front_ends=EVALUATE, param="train.model",
+            help="model to evaluate; original_* are the original project's networks, for its published "
+                 "runs (simple_net, big_net, facenet find those too)"),
     Setting(("--save_dir",), default=DEFAULT_SAVE_DIR, group=NAMING, param="train.save_dir",
             help="where run folders are kept"),
     Setting(("--pretrained_weights",), default=None, metavar="FILE", group=NAMING,
             help="torchvision models: a local ImageNet state_dict for the backbone "
-                 "(else torchvision's local cache; nothing is downloaded)"),
+                 "(else --pretrained, else torchvision's local cache)"),
+    Setting(("--pretrained",), default=False, group=NAMING,
+            help="torchvision models: download torchvision's ImageNet weights into the torch hub cache "
+                 "(verified by the hash in their name; $SNAP_VISION_PRETRAINED_URL overrides the URL)"),
 )
 
 ALL_SETTINGS: tuple[Setting, ...] = (*RUN_SETTINGS, *DATA_SETTINGS, *config_settings(), *REPORT_SETTINGS)
@@ -61,7 +67,7 @@ def config_from_args(args: argparse.Namespace, model_name: str, model: Any) -> T
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Constructor options from the command line; build_model drops those a model does not take."""
     chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
-              "freeze_backbone": args.freeze_backbone}
+              "freeze_backbone": args.freeze_backbone, "pretrained": args.pretrained}
     return {key: value for key, value in chosen.items() if value not in (None, False)}
 
 
