@@ -10,7 +10,7 @@ MARGIN = 0.3
 
 
 def brute_force(d: torch.Tensor, labels: list[int], mining: str,
-                rows: list[int] | None = None) -> tuple[torch.Tensor, int, int]:
+                rows: list[int] | None = None, margin: float = MARGIN) -> tuple[torch.Tensor, int, int]:
     """Reference: enumerate triplets explicitly (B^3), as the definitions say. A pair of two
     batch positions holding the same dataset row is no positive."""
     b = len(labels)
@@ -27,7 +27,7 @@ def brute_force(d: torch.Tensor, labels: list[int], mining: str,
             # TensorFlow's rule: the closest farther negative, else the farthest negative
             n = min(farther, key=lambda n: d[a, n].item()) if farther else \
                 max(negatives[a], key=lambda n: d[a, n].item())
-            losses.append(torch.relu(d[a, p] - d[a, n] + MARGIN))
+            losses.append(torch.relu(d[a, p] - d[a, n] + margin))
         kept = losses
     elif mining == "hard":
         losses = []
@@ -36,10 +36,10 @@ def brute_force(d: torch.Tensor, labels: list[int], mining: str,
             if ps and negatives[a]:
                 hp = torch.stack([d[a, p] for p in ps]).max()
                 hn = torch.stack([d[a, n] for n in negatives[a]]).min()
-                losses.append(torch.relu(hp - hn + MARGIN))
+                losses.append(torch.relu(hp - hn + margin))
         kept = losses
     else:
-        losses = [torch.relu(d[a, p] - d[a, n] + MARGIN) for a, p in pairs for n in negatives[a]]
+        losses = [torch.relu(d[a, p] - d[a, n] + margin) for a, p in pairs for n in negatives[a]]
         kept = [x for x in losses if x > 0]
     active = sum(int(x > 0) for x in losses)
     loss = torch.stack(kept).mean() if kept else d.sum() * 0
@@ -123,6 +123,31 @@ def test_a_repeated_row_is_not_its_own_positive(mining: str) -> None:
     # the copies tie exactly, so which copy gets a gradient is arbitrary: compare per image
     per_image = [torch.zeros(10, 5).index_add_(0, torch.tensor(rows), g) for g in (emb.grad, emb_ref.grad)]
     torch.testing.assert_close(*per_image, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_exact_ties_follow_the_definitions(mining: str) -> None:
+    """Points on a line at whole-number positions have exact distances, so some negatives lie
+    exactly as far as the positive (semi-hard wants strictly farther) and some exactly at
+    positive + margin (zero loss: not an active triplet)."""
+    positions = [0, 2, -2, 3, 5, 7]
+    labels = [0, 0, 1, 2, 2, 1]
+    emb = torch.tensor([[float(x), 0.0] for x in positions])
+    out = triplet_loss(emb, torch.tensor(labels), 1.0, mining)
+    ref_loss, ref_active, ref_mined = brute_force(pairwise_distances(emb), labels, mining, margin=1.0)
+    assert out.loss.item() == pytest.approx(ref_loss.item(), abs=1e-6)
+    assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_anchors_with_a_single_negative_are_mined(mining: str) -> None:
+    labels = [0, 0, 0, 0, 1]          # items 0's images each have exactly one negative
+    emb = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.4], [0.3, 0.3], [0.2, 0.1]])
+    out = triplet_loss(emb, torch.tensor(labels), MARGIN, mining)
+    ref_loss, ref_active, ref_mined = brute_force(pairwise_distances(emb), labels, mining)
+    assert ref_active > 0
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
 
 
 def test_pairwise_distances_are_euclidean_with_finite_gradient() -> None:

@@ -243,6 +243,32 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
     assert not lock.path.exists()
 
 
+def test_each_epoch_augments_differently_and_a_resume_repeats_it(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """Augmentation draws from a generator seeded by (seed, epoch): every epoch must transform
+    the images anew, yet a resumed epoch must transform them as the straight run did."""
+    probe = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run_recording(folder: Path, epochs: int) -> list[torch.Tensor]:
+        """The transform each step's generator would apply to ``probe``, step by step."""
+        seen = []
+
+        def spy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            twin = torch.Generator().set_state(generator.get_state())
+            seen.append(augment(probe, twin))
+            return augment(x, generator)
+        monkeypatch.setattr("training.trainer.augment", spy)
+        run(folder, tiny_config(epochs=epochs, augment=True))
+        return seen
+
+    straight = run_recording(tmp_path / "a", 2)
+    steps = len(straight) // 2
+    assert not torch.equal(straight[0], straight[steps])          # epoch 2 is not epoch 1 again
+    run_recording(tmp_path / "b", 1)
+    resumed = run_recording(tmp_path / "b", 2)
+    assert len(resumed) == steps and all(map(torch.equal, resumed, straight[steps:]))
+
+
 def test_augmentation_is_light_and_reproducible() -> None:
     images = torch.rand(6, 3, 16, 16)
     a = augment(images, torch.Generator().manual_seed(5))
