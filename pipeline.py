@@ -4,7 +4,7 @@
     python pipeline.py -m facenet --epochs 100 --batch_size 64 -lr 0.0001
     torchrun --nproc_per_node=2 pipeline.py -m simple_net
 
-Re-running the same command resumes the run from its latest checkpoint.
+Re-running the same command on the same data resumes the run from its last finished epoch.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print dataset statistics (items, images per item, types, sizes, skipped)")
     parser.add_argument("--eval_every", type=positive_int, default=2, help="evaluate every N epochs")
     parser.add_argument("--save_every", type=non_negative_int, default=10,
-                        help="checkpoint every N epochs (and always at the end); 0 = only at the end")
+                        help="keep a numbered <epoch>.pth every N epochs (and always at the end; 0 = only "
+                             "at the end); last.pth is rewritten after every epoch")
     parser.add_argument("--num_workers", type=non_negative_int, default=1,
                         help="threads reading the next batches ahead of the training step "
                              "(more help with --big_ims; 0 = read in the loop)")
