@@ -4,7 +4,7 @@
     python pipeline.py -m facenet --epochs 100 --batch_size 64 -lr 0.0001
     torchrun --nproc_per_node=2 pipeline.py -m simple_net
 
-Re-running the same command resumes the run from its latest checkpoint.
+Re-running the same command on the same data resumes the run from its last finished epoch.
 """
 from __future__ import annotations
 

@@ -117,8 +117,23 @@ def test_pre_split_layout_sharing_item_names_is_reported(tmp_path, capsys) -> No
     assert "3 item(s) are in both train/ and val/ (item_000, item_001, item_002)" in capsys.readouterr().out
 
 
-def test_namespace_is_argparse(tmp_path) -> None:
+def test_new_flags_are_front_end_options() -> None:
     """--accept_changed_data and --data_seed are pipeline flags (and --data_seed an evaluate one)."""
     args = pipeline.build_parser().parse_args(["--accept_changed_data", "--data_seed", "4"])
     assert isinstance(args, argparse.Namespace) and args.accept_changed_data and args.data_seed == 4
     assert evaluate.build_parser().parse_args(["--data_seed", "4"]).data_seed == 4
+
+
+def test_training_beside_a_legacy_run_starts_a_bound_run_and_says_so(tmp_path, capsys) -> None:
+    """A run folder directly in save_dir (from before runs recorded their data) is kept as it is."""
+    shop = make_dataset(tmp_path / "shop", num_items=12, per_item=4)
+    legacy = tmp_path / "models" / RUN_NAME
+    legacy.mkdir(parents=True)
+    (legacy / "10.pth").write_bytes(b"an old checkpoint")
+    argv = ["-m", "simple_net", "--epochs", "1", "--dataset", str(shop), "--dataset_dir", str(tmp_path / "data"),
+            "--save_dir", str(tmp_path / "models"), *TINY]
+    assert run_main(pipeline.main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"note: {legacy} was trained before runs recorded their dataset (dataset unknown)" in out
+    assert (tmp_path / "models" / "shop" / RUN_NAME / "1.pth").exists()
+    assert sorted(p.name for p in legacy.iterdir()) == ["10.pth"]

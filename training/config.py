@@ -99,8 +99,8 @@ class TrainConfig:
         param="train.eval_every", help="evaluate every N epochs (the last epoch always)")
     save_every: int = setting_field(
         10, flags=("--save_every",), type=non_negative_int, group=CONTROL, front_ends=PIPELINE,
-        param="train.save_every", help="checkpoint every N epochs (and always at the end); "
-        "0 = only at the end")
+        param="train.save_every", help="keep a numbered <epoch>.pth every N epochs (and always at "
+        "the end; 0 = only at the end); last.pth is rewritten after every epoch")
 
     def __post_init__(self) -> None:
         self.validate()
