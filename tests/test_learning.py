@@ -1,9 +1,13 @@
 """A network that trains must learn: on held-out items it beats its untrained self and `simple`."""
 import csv
 
+import pytest
+
 import pipeline
 from data.synthetic import generate_synthetic
 from training.workflow import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_simple_net_learns_held_out_items(tmp_path):
