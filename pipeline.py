@@ -11,41 +11,29 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from misc.cli import run_main
-from misc.params import parse_with_params
-from misc.options import add_shared_options, non_negative_int, positive_int
-
-DEFAULT_MODELS = ["simple", "simple_net"]
+from common.cli import run_main
+from common.params import parse_with_params
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All of the original pipeline's flags, plus data, mining and run-control options."""
-    from models import MODEL_NAMES
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-m", "--models_list", nargs="+", choices=MODEL_NAMES, default=DEFAULT_MODELS,
-                        metavar="MODEL", help=f"models to train and compare: {', '.join(MODEL_NAMES)}")
-    parser.add_argument("--epochs", type=positive_int, default=50, help="train up to this epoch")
+    from training.options import new_parser
+    parser = new_parser(__doc__.split("\n")[0], "pipeline")
     parser.add_argument("--dataset_stats", action="store_true",
                         help="print dataset statistics (items, images per item, types, sizes, skipped)")
-    parser.add_argument("--eval_every", type=positive_int, default=2, help="evaluate every N epochs")
-    parser.add_argument("--save_every", type=non_negative_int, default=10,
-                        help="checkpoint every N epochs (and always at the end); 0 = only at the end")
-    parser.add_argument("--num_workers", type=non_negative_int, default=1,
-                        help="threads reading the next batches ahead of the training step "
-                             "(more help with --big_ims; 0 = read in the loop)")
-    parser.add_argument("--num_neighbours", type=positive_int, default=5,
-                        help="k of in_any@k and closest[1..k] in the final table")
+    parser.add_argument("--accept_changed_data", action="store_true",
+                        help="continue a run whose dataset gained or lost items since it was "
+                             "trained (otherwise refused, naming what changed)")
     parser.add_argument("--prepare_only", action="store_true",
                         help="fetch/generate the dataset and build its caches, then stop (dvc's prepare stage)")
-    add_shared_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, then run data -> train -> evaluate for each model and print the comparison."""
+    from training.options import ALL_SETTINGS
     from training.workflow import run_pipeline
-    run_pipeline(parse_with_params(build_parser(), argv))
+    run_pipeline(parse_with_params(build_parser(), argv, ALL_SETTINGS))
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from misc.errors import UserError
+from common.errors import UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # Files that archivers on macOS/Windows add beside the data; they would show up as bogus items.

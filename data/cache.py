@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from data.decode import UnreadableImage, decode_image
 from data.index import DatasetIndex
-from misc.atomic import atomic_write_text
-from misc.errors import UserError
+from common.atomic import atomic_write_text
+from common.errors import UserError
 
 CACHE_VERSION = 1
 TEMP_SUFFIX = ".tmp"

@@ -9,7 +9,7 @@ import numpy as np
 from data.cache import ImageCache
 from data.decode import UnreadableImage, decode_image
 from data.index import DatasetIndex
-from misc.errors import UserError
+from common.errors import UserError
 
 
 class ImageSet:

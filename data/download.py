@@ -24,7 +24,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from misc.errors import UserError
+from common.errors import UserError
 
 CHUNK_BYTES = 1 << 16
 

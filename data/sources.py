@@ -14,7 +14,7 @@ from pathlib import Path
 from data.archive import is_archive, safe_extract
 from data.download import download
 from data.synthetic import generate_synthetic
-from misc.errors import UserError
+from common.errors import UserError
 
 UOB_URL = "https://drive.google.com/u/0/uc?id=1O-492BRWL-_7qN6hL2S4A4BSrLTnoQyw&export=download&confirm=t"
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from misc.errors import UserError
+from common.errors import UserError
 
 FORMAT_VERSION = 1         # bump when the drawing changes, so older generated datasets are replaced
 MARKER = ".synthetic.json"

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from common.errors import UserError
 from evaluation.knn import knn
-from misc.errors import UserError
 
 
 class Retrieval(NamedTuple):

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from misc.cli import run_main
+from common.cli import run_main
 from models import MODEL_NAMES, build_model
 from models.profile import count_parameters, flops_per_image, images_per_second
 

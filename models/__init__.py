@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ class DominantColours(nn.Module):
         levels = (pixels * LEVELS).long().clamp_(max=LEVELS - 1)
         cell = (levels[:, 0] * LEVELS + levels[:, 1]) * LEVELS + levels[:, 2]   # (B, N)
         batch, cells = pixels.shape[0], LEVELS ** 3
-        counts = torch.zeros(batch, cells, device=x.device).scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.float))
+        ones = torch.ones_like(cell, dtype=torch.float)
+        counts = torch.zeros(batch, cells, device=x.device).scatter_add_(1, cell, ones)
         sums = torch.zeros(batch, 3, cells, device=x.device)
         sums.scatter_add_(2, cell[:, None].expand(-1, 3, -1), pixels)
         # Stable descending sort: equal counts keep cell order, unlike topk.

@@ -3,8 +3,9 @@
 Nothing is ever downloaded: pretrained ImageNet weights come from a local file
 (``pretrained_weights``) or, failing that, from torchvision's own cache
 (``<torch.hub.get_dir()>/checkpoints/<standard file name>``) when it is already there. Without
-either, the backbone starts from random weights (trains from scratch) and a one-line notice says so. ``freeze_backbone`` trains
-the head only (the DVC variant's setup), which only makes sense on top of pretrained weights.
+either, the backbone starts from random weights (trains from scratch) and a one-line notice says
+so. ``freeze_backbone`` trains the head only (the DVC variant's setup), which only makes sense on
+top of pretrained weights.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from misc.errors import UserError
+from common.errors import UserError
 from models.layers import EmbeddingNet
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 
 import data.archive as archive_module
+from common.errors import UserError
 from data.archive import find_dataset_root, is_archive, safe_extract
-from misc.errors import UserError
 
 DATASET = {
     "shop/item_a/a_0.jpg": os.urandom(3000),

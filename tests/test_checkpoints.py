@@ -10,9 +10,21 @@ import pytest
 import torch
 from torch import nn
 
-from misc.errors import UserError
-from training.checkpoints import (FORMAT_VERSION, available_epochs, load_checkpoint, load_weights,
-                                  restore_rng_states, rng_states, save_checkpoint)
+from common.errors import UserError
+from training.checkpoints import (
+    FORMAT_VERSION,
+    CheckpointSaver,
+    available_epochs,
+    load_checkpoint,
+    load_weights,
+    restore_rng_states,
+    rng_states,
+)
+
+
+def save_checkpoint(run_dir, epoch: int, contents: dict) -> None:
+    """Keep ``<epoch>.pth`` (and the rolling last.pth) as the trainer does with --save_every 1."""
+    CheckpointSaver(run_dir, save_every=1).save(epoch, contents)
 
 
 def state(model: nn.Module, **extra) -> dict:
@@ -25,7 +37,7 @@ def run_dir(tmp_path):
     torch.manual_seed(0)
     for epoch in (2, 10, 3):
         save_checkpoint(tmp_path, epoch, state(nn.Linear(2, 2), metrics={"score": epoch}))
-    for name in (".10.pth.tmp", "10.pth.part", "notes.txt", "best.pth", "7.pt"):
+    for name in (".10.pth.tmp", "10.pth.part", "notes.txt", "7.pt"):
         (tmp_path / name).write_bytes(b"x")
     return tmp_path
 
@@ -58,7 +70,8 @@ def test_unreadable_epoch_asked_for_by_number_is_an_error(run_dir):
 def test_missing_epoch_lists_the_available_ones(run_dir):
     with pytest.raises(UserError) as err:
         load_checkpoint(run_dir, 4)
-    assert str(err.value) == f"{run_dir / '4.pth'}: no checkpoint for epoch 4; available epochs: 2, 3, 10"
+    assert str(err.value) == (f"{run_dir / '4.pth'}: no checkpoint for epoch 4; "
+                              "available epochs: 2, 3, 10; last.pth: 3")
 
 
 def test_folder_without_checkpoints_says_to_train_first(tmp_path):
@@ -67,11 +80,11 @@ def test_folder_without_checkpoints_says_to_train_first(tmp_path):
 
 
 def test_no_readable_checkpoint_at_all(run_dir):
-    for epoch in (2, 3, 10):
-        (run_dir / f"{epoch}.pth").write_bytes(b"junk")
+    for name in ("2.pth", "3.pth", "10.pth", "last.pth"):
+        (run_dir / name).write_bytes(b"junk")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(UserError, match=r"none of the checkpoints 2, 3, 10 can be read"):
+        with pytest.raises(UserError, match=r"none of the checkpoints \(2, 3, 10\) can be read"):
             load_checkpoint(run_dir)
 
 
@@ -136,6 +149,17 @@ def test_rng_states_survive_a_checkpoint_round_trip(tmp_path):
 def test_saving_over_an_epoch_replaces_it_and_leaves_no_temporary_file(tmp_path):
     save_checkpoint(tmp_path, 1, {"model": {"w": torch.zeros(1)}})
     save_checkpoint(tmp_path, 1, {"model": {"w": torch.ones(1)}})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.pth", "last.pth"]
     assert load_checkpoint(tmp_path, 1).state["model"]["w"].item() == 1.0
 
+
+
+def test_best_is_the_highest_score_and_survives_a_resume(tmp_path):
+    saver = CheckpointSaver(tmp_path)
+    for epoch, score in ((1, 50.0), (2, 70.0), (3, 70.0), (4, 60.0)):
+        saver.save(epoch, {"model": {}}, score=score)
+    assert load_checkpoint(tmp_path, "best").epoch == 2            # ties keep the earlier epoch
+    resumed = CheckpointSaver(tmp_path)
+    assert resumed.resume().epoch == 4
+    resumed.save(5, {"model": {}}, score=65.0)                      # below the best of 70
+    assert load_checkpoint(tmp_path, "best").epoch == 2

@@ -1,15 +1,18 @@
 """Index, decode, cache and split: the path from a folder of item folders to ImageSets."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from data.cache import build_or_load_cache
-from data.index import index_folder, split_by_item
-from data.splits import describe_skipped, load_splits
+from data.index import index_folder
+from data.splits import describe_skipped, load_splits, split_by_item
 from data.stats import dataset_stats, format_stats
-from misc.errors import UserError
 from tests.datasets import COLOURS, make_dataset
+
 
 def test_index_ignores_non_images_hidden_files_and_outside_symlinks(tmp_path):
     root = make_dataset(tmp_path / "ds", num_items=3, per_item=2)
@@ -35,15 +38,40 @@ def test_index_missing_or_empty_folder_is_a_clear_error(tmp_path, setup, fragmen
 
 
 def test_split_is_by_item_seeded_and_disjoint(tmp_path):
-    index = index_folder(make_dataset(tmp_path / "ds", num_items=10, per_item=3))
+    index = index_folder(make_dataset(tmp_path / "ds", num_items=40, per_item=2))
     train, evaluation = split_by_item(index, 0.2, seed=0)
     train_items = set(index.labels[train].tolist())
     eval_items = set(index.labels[evaluation].tolist())
-    assert len(eval_items) == 2 and not train_items & eval_items
+    assert 3 <= len(eval_items) <= 14 and not train_items & eval_items
     assert len(train) + len(evaluation) == len(index)
     again, _ = split_by_item(index, 0.2, seed=0)
     other, _ = split_by_item(index, 0.2, seed=1)
     assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def eval_items(root, seed=0):
+    index = index_folder(root)
+    return {index.items[label] for label in index.labels[split_by_item(index, 0.2, seed)[1]]}
+
+
+def test_adding_or_removing_items_moves_no_other_item_across(tmp_path):
+    root = make_dataset(tmp_path / "ds", num_items=60, per_item=2)
+    before = eval_items(root)
+    make_dataset(tmp_path / "more", num_items=61, per_item=2)
+    (tmp_path / "more" / "item_060").rename(root / "item_060")  # one item folder added
+    after = eval_items(root)
+    assert after - {"item_060"} == before
+    removed = set(sorted(before)[:2]) | {"item_001", "item_002"}  # eval and training items
+    for name in removed:
+        shutil.rmtree(root / name)
+    assert eval_items(root) == after - removed
+
+
+def test_tiny_dataset_still_gets_an_eval_item_and_two_training_items(tmp_path):
+    index = index_folder(make_dataset(tmp_path / "ds", num_items=3, per_item=2))
+    for seed in range(20):
+        train, evaluation = split_by_item(index, 0.2, seed)
+        assert len(set(index.labels[evaluation])) >= 1 and len(set(index.labels[train])) >= 2
 
 
 def test_cache_holds_decoded_pixels_and_is_reused_until_the_source_changes(tmp_path):

@@ -13,6 +13,7 @@ import torch
 
 from tests.datasets import make_dataset
 from training.checkpoints import available_epochs
+from training.runs import find_run_folders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,12 +69,13 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["grad_ok"] and ranks[1]["grad_ok"]
-    assert [line.split()[1] for line in ranks[0]["log"]] == ["0/3", "1/3", "2/3", "3/3"]
+    assert [line.split()[1] for line in ranks[0]["log"][:-1]] == ["0/3", "1/3", "2/3", "3/3"]
+    assert ranks[0]["log"][-1].startswith("saved ")
     assert ranks[1]["log"] == []
 
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == \
-        ["2.pth", "3.pth", "hparams.json", "training_stats.csv"]
+        ["2.pth", "3.pth", "best.pth", "hparams.json", "last.pth", "training_stats.csv"]
     assert available_epochs(run_dir) == [2, 3]
     with open(run_dir / "training_stats.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
@@ -95,7 +97,7 @@ def test_torchrun_pipeline_as_the_readme_shows(tmp_path: Path) -> None:
     epochs = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")]
     assert epochs == ["0/2", "1/2", "2/2"], done.stdout   # rank 0 alone reports
     assert done.stdout.count("in_any@5") == 1
-    (run_dir,) = (tmp_path / "models").iterdir()
+    (run_dir,) = find_run_folders(tmp_path / "models")
     assert available_epochs(run_dir) == [1, 2]
     with open(run_dir / "training_stats.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]

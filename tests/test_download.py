@@ -7,8 +7,8 @@ import time
 import pytest
 
 import data.download as download_module
+from common.errors import UserError
 from data.download import download, sha256_of
-from misc.errors import UserError
 from tests.http_server import Route, closed_port_url
 
 BODY = os.urandom(300_000)

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.params import load_params
 from data.synthetic import generate_synthetic
-from misc.params import load_params
-from misc.plot_training import TIDY_COLUMNS
-from misc.reports import CURVES_CSV, CURVES_PNG, EMBEDDING_PNG, METRICS_FILE, PLOTS_DIR
+from evaluation.reports import CURVES_CSV, CURVES_PNG, EMBEDDING_PNG, METRICS_FILE, PLOTS_DIR
+from training.curves import TIDY_COLUMNS
+from training.options import ALL_SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_KINDS = ("outs", "metrics", "plots")
@@ -78,14 +79,14 @@ def test_prepare_depends_on_every_data_module():
 
 def test_stage_params_are_keys_of_params_yaml():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    known = set(params) | set(load_params(REPO / "params.yaml"))
+    known = set(params) | set(load_params(REPO / "params.yaml", ALL_SETTINGS))
     for name, stage in stages().items():
         unknown = set(stage.get("params", [])) - known
         assert not unknown, f"{name}: params {unknown} are not in params.yaml"
 
 
 def test_outputs_are_where_the_code_writes_with_params_yaml():
-    params = load_params(REPO / "params.yaml")
+    params = load_params(REPO / "params.yaml", ALL_SETTINGS)
     all_stages = stages()
     assert params["data.dataset"] == "synthetic" and params["train.seed"] == 0
     assert f"{params['data.dataset_dir']}/synthetic" in outputs(all_stages["prepare"])

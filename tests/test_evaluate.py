@@ -1,4 +1,5 @@
 """evaluate.py end to end: run lookup, checkpoint choice, figures, weights zips, photo queries."""
+import json
 import zipfile
 from pathlib import Path
 
@@ -8,10 +9,11 @@ import torch
 from PIL import Image
 
 import evaluate
-from misc.cli import run_main
+from common.cli import run_main
 from evaluation.figures import DIFF_COLOUR, SAME_COLOUR
 from tests.http_server import Route
 from tests.pages import cell_colour, frame_colour, hex_rgb, page_layout
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_run):
@@ -142,7 +144,9 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
     code, out, _ = run_evaluate(["--model", "simple_net", "--export_weights", str(out_zip), *common], capsys)
     assert code == 0 and out_zip.exists()
     names = zipfile.ZipFile(out_zip).namelist()
-    assert "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False/2.pth" in names
+    run = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+    assert f"{run}/2.pth" in names and f"{run}/last.pth" not in names  # a copy of 2.pth: packed once
+    assert json.loads(zipfile.ZipFile(out_zip).read(f"{run}/checkpoint_aliases.json"))["last.pth"] == "2.pth"
     server = http_server({"/weights.zip": Route(body=out_zip.read_bytes())})
     other_save = tmp_path / "fresh_models"
     fresh = [a if a != str(save_dir) else str(other_save) for a in common]
@@ -150,7 +154,9 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
             "--no_figures", *fresh]
     code, out, err = run_evaluate(argv, capsys)
     assert code == 0, err
-    assert "epoch 2 of" in out and (other_save / "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False" / "2.pth").exists()
+    installed = other_save / run
+    assert "epoch 2 of" in out and (installed / "2.pth").read_bytes() == (installed / "last.pth").read_bytes()
+    assert not (installed / "checkpoint_aliases.json").exists()
     again_code, _, _ = run_evaluate(argv, capsys)  # identical run already installed: reused
     assert again_code == 0
 
@@ -169,7 +175,7 @@ def test_weights_zip_without_a_run_is_a_clear_error(trained, capsys, tmp_path, h
 
 def test_weights_zip_of_an_unknown_architecture_is_refused(trained, capsys, tmp_path, http_server):
     _, save_dir, common = trained
-    run = next(save_dir.glob("SimpleNet_*"))
+    run = next(save_dir.glob("shop/SimpleNet_*"))
     state = torch.load(run / "2.pth", weights_only=True)
     state["model_name"] = "mystery_net"
     bad = tmp_path / "bad.zip"
@@ -190,7 +196,7 @@ def test_photo_query_and_saved_embeddings(trained, capsys, tmp_path):
     npz = tmp_path / "gallery.npz"
     argv = ["--model", "simple", "--query", str(photo), "--save_fig", "--save_embeddings", str(npz), *common]
     code, out, _ = run_evaluate(argv, capsys)
-    assert code == 0 and f"{photo}:" in out and "saved the query figure" in out
+    assert code == 0 and f"{photo}:" in out and "saved 1 query figure(s)" in out
     saved = np.load(npz)
     assert saved["embeddings"].shape[0] == len(saved["paths"]) == len(saved["items"])
 

@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from evaluation import figures
-from evaluation.figures import (DIFF_COLOUR, SAME_COLOUR, PageLayout, can_show, photo_rows,
-                                render_pages, render_query_page, result_rows, select_queries)
-from misc.errors import UserError
+from evaluation.figures import (
+    DIFF_COLOUR,
+    SAME_COLOUR,
+    PageLayout,
+    can_show,
+    photo_rows,
+    render_pages,
+    render_query_page,
+    result_rows,
+    select_queries,
+)
 from tests.pages import cell_colour, frame_colour, hex_rgb
 
 SIZE = 16

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import evaluation.knn as knn_module
+from common.errors import UserError
 from evaluation.knn import knn
-from misc.errors import UserError
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from common.errors import UserError
 from evaluation.embed import embed
 from evaluation.metrics import metrics_from_neighbours, retrieval_metrics
-from misc.errors import UserError
 
 # Six points on a line, three items (A=0, B=1, C=2). Ranking of the others, ties by lower index:
 #   q0 @0 A: 1(1) 2(2) 3(4) 4(7) 5(9)  -> B A B C A   R=2

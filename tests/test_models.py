@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from misc.errors import UserError
+from common.errors import UserError
 from models import MODEL_NAMES, build_model, model_class
 from models.facenet import FaceNetInception, Inception
 from models.layers import IMAGENET_MEAN, IMAGENET_STD

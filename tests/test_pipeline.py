@@ -10,8 +10,9 @@ import torch
 
 import evaluate
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 from tests.datasets import make_noise_dataset
+from training.runs import find_run_folders
 
 SHARED = ["--batch_size", "8", "-K", "2", "--device", "cpu"]   # both scripts take these
 TRAIN = ["-m", "simple_net", "--eval_every", "1", "--save_every", "1", *SHARED]
@@ -28,7 +29,7 @@ def straight(tmp_path_factory):
     common = ["--dataset", str(shop), "--dataset_dir", str(tmp / "data")]
     argv = [*common, *TRAIN, "--save_dir", str(tmp / "models"), "--epochs", "2"]
     assert run_main(pipeline.main, argv) == 0
-    (run_dir,) = (tmp / "models").iterdir()
+    (run_dir,) = find_run_folders(tmp / "models")
     return common, run_dir
 
 
@@ -42,7 +43,7 @@ def test_running_the_same_command_again_resumes_to_the_same_weights(straight, tm
     argv = [*common, *TRAIN, "--save_dir", str(tmp_path / "models")]
     assert run_main(pipeline.main, [*argv, "--epochs", "1"]) == 0
     assert run_main(pipeline.main, [*argv, "--epochs", "2"]) == 0
-    (run_dir,) = (tmp_path / "models").iterdir()
+    (run_dir,) = find_run_folders(tmp_path / "models")
     assert run_dir.name == straight_dir.name
     resumed = torch.load(run_dir / "2.pth", weights_only=True)["model"]
     reference = torch.load(straight_dir / "2.pth", weights_only=True)["model"]

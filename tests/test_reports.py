@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from misc.embedding_plot import plot_embedding, project_2d, spread_sample
-from misc.errors import UserError
-from misc.plot_training import read_curve
-from misc.reports import write_reports
+from common.errors import UserError
+from evaluation.embedding_plot import plot_embedding, project_2d, spread_sample
+from evaluation.reports import write_reports
+from training.curves import read_curve
 from training.runs import STATS_FILE, StatsFile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_missing_stats_file_is_a_user_error(tmp_path):
 def test_plot_training_script_draws_several_runs(tmp_path):
     runs = [make_run(tmp_path / "A_LR_0.001"), make_run(tmp_path / "B_LR_0.01")]
     out = tmp_path / "plots" / "curves.png"
-    result = subprocess.run([sys.executable, str(REPO / "misc" / "plot_training.py"), *map(str, runs),
-                             "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "misc.plot_training", *map(str, runs), "--out", str(out)],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert out.exists() and png(out).shape == (450, 1200, 3)

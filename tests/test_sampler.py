@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from misc.errors import UserError
+from common.errors import UserError
 from training.config import TrainConfig
 from training.sampler import PKSampler
 

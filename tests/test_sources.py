@@ -5,9 +5,9 @@ import zipfile
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from data import sources
 from data.sources import locate_dataset
-from misc.errors import UserError
 from tests.http_server import Route, closed_port_url
 
 

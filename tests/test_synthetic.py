@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import data.synthetic as synthetic
+from common.errors import UserError
 from data.synthetic import MARKER, generate_synthetic, item_spec, read_marker
-from misc.errors import UserError
 
 SMALL = {"num_items": 6, "photos_per_item": (2, 4), "image_size": 48}
 

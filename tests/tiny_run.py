@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
-from misc.cli import run_main
+from common.cli import run_main
 from tests.datasets import make_dataset
 
 # The hyperparameter flags it was trained with: evaluate.py finds the run folder from them.
@@ -38,5 +38,5 @@ def train_tiny_run(folder: Path) -> TinyRun:
                   folder / "models")
     argv = ["-m", "simple_net", "--epochs", "2", "--save_every", "1", *run.flags]
     assert run_main(pipeline.main, argv) == 0
-    assert (run.save_dir / RUN_NAME / "2.pth").is_file()
+    assert (run.save_dir / run.dataset.name / RUN_NAME / "2.pth").is_file()
     return run

@@ -1,18 +1,34 @@
 """Training hyperparameters as one plain dataclass, so a run can be named, saved and compared.
 
+Each field that the user can set declares its flag, help text, params.yaml key and run-name label
+once, in its metadata (`common.settings.setting_field`): the argparse options of both front ends,
+the params.yaml mapping, the run folder's name and the run listing are generated from here.
+
 Everything here is a plain Python type: the config goes into `hparams.json` and into every
 checkpoint, and both must load with `torch.load(weights_only=True)` and `json.load`.
 """
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from misc.errors import UserError
+from common.argtypes import non_negative_int, positive_float, positive_int
+from common.errors import UserError
+from common.settings import PIPELINE, Setting, field_name_parts, field_settings, setting_field
+from training.mining import STRATEGIES
 
-MINING_CHOICES = ("semihard", "hard", "all")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NAMING = "training hyperparameters (they name the run folder)"
+CONTROL = "training run control"
+
+
+def device_name(text: str) -> str:
+    """argparse type for --device, checked here so a typo is a usage error, not a torch traceback."""
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, mps, cuda or cuda:N")
+    return text
 
 
 @dataclass
@@ -29,35 +45,73 @@ class TrainConfig:
     mining: "semihard" (FaceNet), "hard" (batch-hard) or "all" (batch-all); see training.loss.
     batch_size: images per step on each process, = P items x K (``images_per_item``) images.
     embedding_size, pretrained, freeze_backbone: how the model was built; they change what
-        training produces, so they name the run folder (set by the front end from the model).
-    device: "auto" (CUDA, else MPS, else CPU), "cpu", "mps", "cuda" or "cuda:N".
+        training produces, so they name the run folder (``pretrained`` is set from the model).
     amp: mixed precision (float16 autocast + GradScaler), CUDA only; None = on when on CUDA.
-    num_workers: background threads that read and stage the next batches (0 = in the loop).
-    save_every: checkpoint every this many epochs (0: only the last); the last is always saved.
-    eval_every: evaluate every this many epochs; the last epoch is always evaluated.
     """
 
     model: str
-    epochs: int = 50
-    batch_size: int = 64
-    images_per_item: int = 4
-    learning_rate: float = 1e-4
-    lr_decay: float = 0.95
-    margin: float = 0.2
-    mining: str = "semihard"
-    seed: int = 0
-    augment: bool = True
-    embedding_size: int | None = None
-    pretrained: bool = False
-    freeze_backbone: bool = False
-    device: str = "auto"
+    epochs: int = setting_field(
+        50, flags=("--epochs",), type=positive_int, group=CONTROL, front_ends=PIPELINE,
+        param="train.epochs", help="train up to this epoch (raise it to continue a finished run)")
+    batch_size: int = setting_field(
+        64, flags=("--batch_size",), type=positive_int, group=NAMING, param="train.batch_size",
+        help="images per step, P items x K images")
+    images_per_item: int = setting_field(
+        4, flags=("-K", "--images_per_item"), type=positive_int, group=NAMING,
+        param="train.images_per_item", label="K", reference=4, help="K images of each item per batch")
+    learning_rate: float = setting_field(
+        1e-4, flags=("-lr", "--learning_rate"), type=positive_float, group=NAMING, param="train.lr",
+        help="Adam learning rate")
+    lr_decay: float = setting_field(
+        0.95, flags=("-lrd", "--lr_decay"), type=positive_float, group=NAMING, param="train.lr_decay",
+        help="learning rate x this after every epoch (the original: every 10 epochs)")
+    margin: float = setting_field(
+        0.2, flags=("--margin",), type=positive_float, group=NAMING, param="train.margin",
+        label="margin", reference=0.2, help="triplet margin on L2-normalised embeddings")
+    mining: str = setting_field(
+        "semihard", flags=("--mining",), choices=tuple(STRATEGIES), group=NAMING, param="train.mining",
+        label="mining", reference="semihard",
+        help="online triplet mining: semihard, hard (batch-hard) or all (batch-all)")
+    seed: int = setting_field(
+        0, flags=("--seed",), type=int, group=NAMING, param="train.seed", label="seed", reference=0,
+        help="training seed (batch order, augmentation, initialisation)")
+    augment: bool = setting_field(
+        True, flags=("--no_augment",), group=NAMING, param="train.augment", inverted=True,
+        label="augment", reference=True, help="turn off augmentation")
+    embedding_size: int | None = setting_field(
+        None, flags=("--embedding_size",), type=positive_int, group=NAMING,
+        param="train.embedding_size", label="emb", reference=None,
+        help="embedding dimension (default: the model's own, e.g. 64 for simple_net)")
+    pretrained: bool = setting_field(False, label="pretrained", reference=False)
+    freeze_backbone: bool = setting_field(
+        False, flags=("--freeze_backbone",), group=NAMING, label="frozen", reference=False,
+        help="torchvision models: train only the embedding head (needs pretrained weights)")
+    device: str = setting_field(
+        "auto", flags=("--device",), type=device_name, group="device", param="train.device",
+        help="auto (CUDA with mixed precision, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     amp: bool | None = None
-    num_workers: int = 2
-    eval_every: int = 2
-    save_every: int = 10
+    num_workers: int = setting_field(
+        1, flags=("--num_workers",), type=non_negative_int, group=CONTROL, front_ends=PIPELINE,
+        param="train.num_workers", help="threads reading the next batches ahead of the training "
+        "step (more help with --big_ims; 0 = read in the loop)")
+    eval_every: int = setting_field(
+        2, flags=("--eval_every",), type=positive_int, group=CONTROL, front_ends=PIPELINE,
+        param="train.eval_every", help="evaluate every N epochs (the last epoch always)")
+    save_every: int = setting_field(
+        10, flags=("--save_every",), type=non_negative_int, group=CONTROL, front_ends=PIPELINE,
+        param="train.save_every", help="checkpoint every N epochs (and always at the end); "
+        "0 = only at the end")
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, model: str, **fixed: Any) -> "TrainConfig":
+        """The config of ``model`` from parsed flags; fields the front end has no flag for keep
+        their defaults (evaluate.py has no --epochs), ``fixed`` sets the others (``pretrained``)."""
+        values = {name: spec.value_from(args) for name, spec in field_settings(cls).items()
+                  if hasattr(args, spec.flag_dest())}
+        return cls(model=model, **{**values, **fixed})
 
     @property
     def items_per_batch(self) -> int:
@@ -74,8 +128,8 @@ class TrainConfig:
             nearest = max(2 * k, round(bs / k) * k)
             raise UserError(f"--batch_size {bs}: must be P items x K={k} images (--images_per_item) "
                             f"with P >= 2; use e.g. --batch_size {nearest}")
-        if self.mining not in MINING_CHOICES:
-            raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(MINING_CHOICES)}")
+        if self.mining not in STRATEGIES:
+            raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(STRATEGIES)}")
         if not DEVICE_PATTERN.match(self.device):
             raise UserError(f"--device {self.device}: unknown; use auto, cpu, mps, cuda or cuda:N")
         for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0)):
@@ -90,3 +144,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for hparams.json and checkpoints."""
         return asdict(self)
+
+
+
+def name_parts() -> dict[str, tuple[str, Any]]:
+    """field -> (label, reference) of the fields that name a run folder beyond LR/decay/BS."""
+    return field_name_parts(TrainConfig)
+
+
+def config_settings() -> list[Setting]:
+    """The flags of the TrainConfig fields, in field order."""
+    return list(field_settings(TrainConfig).values())

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from misc.errors import UserError
+from common.errors import UserError
 
 TEMP_SUFFIX = ".tmp"
 

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from threadpoolctl import threadpool_limits
 
-from misc.errors import UserError
+from common.errors import UserError
 
 PROJECTIONS = ("pca", "tsne")
 LEGEND_MAX_ITEMS = 12   # beyond this a legend is a wall of text

@@ -19,9 +19,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from misc.embedding_plot import ImageSource, plot_embedding
-from misc.plot_training import plot_curves, read_curve, write_curve_csv
-from misc.atomic import atomic_write_text
+from common.atomic import atomic_write_text
+from evaluation.curves import plot_curves, write_curve_csv
+from evaluation.embedding_plot import ImageSource, plot_embedding
+from training.curves import read_curve
 
 DEFAULT_REPORTS_DIR = Path("reports")
 METRICS_FILE = "metrics.json"

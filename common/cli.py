@@ -1,9 +1,10 @@
 """Shared glue for the command-line front ends (pipeline.py, evaluate.py)."""
+import argparse
 import io
 import sys
 from typing import Callable, Sequence
 
-from misc.errors import UserError
+from common.errors import UserError
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -46,3 +47,14 @@ def _describe_os_error(err: OSError) -> str:
     why = err.strerror or " ".join(str(err).split()) or type(err).__name__
     return (f"{where or 'file system'}: {why}; check that path (a file where a folder should be?), "
             "its permissions and the free disk space (--debug shows where it failed)")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" once: not when the help already names the default, and not for
+    switches and unset options, whose default (False, None) says nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)

@@ -7,7 +7,7 @@ check (`positive_int`, choices...), and the file's values become the parser's de
 given on the command line still win. The same file serves pipeline.py and evaluate.py: each
 front end takes the keys it has a flag for (evaluate.py has no --epochs) and ignores the rest,
 while a key that no front end knows (a typo) is an error naming the file, the key and the valid
-keys.
+keys. Which key sets which flag is not listed here: it is each `Setting`'s ``param``.
 """
 from __future__ import annotations
 
@@ -18,43 +18,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from misc.errors import UserError
-from misc.atomic import atomic_write_text
+from common.atomic import atomic_write_text
+from common.errors import UserError
+from common.settings import Setting
 
 PARAMS_FILE = "params.yaml"
-
-# "group.key" -> the argparse dests it may set, first one the parser has wins. `train.model`
-# is pipeline.py's --models_list (one or more models) and evaluate.py's --model (one).
-PARAM_DESTS: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("dataset",),
-    "data.dataset_dir": ("dataset_dir",),
-    "data.eval_fraction": ("eval_fraction",),
-    "data.split_seed": ("split_seed",),
-    "data.split": ("split",),
-    "data.big_ims": ("big_ims",),
-    "train.model": ("models_list", "model"),
-    "train.embedding_size": ("embedding_size",),
-    "train.epochs": ("epochs",),
-    "train.batch_size": ("batch_size",),
-    "train.images_per_item": ("images_per_item",),
-    "train.lr": ("learning_rate",),
-    "train.lr_decay": ("lr_decay",),
-    "train.margin": ("margin",),
-    "train.mining": ("mining",),
-    "train.seed": ("seed",),
-    "train.augment": ("no_augment",),
-    "train.eval_every": ("eval_every",),
-    "train.save_every": ("save_every",),
-    "train.num_workers": ("num_workers",),
-    "train.device": ("device",),
-    "train.save_dir": ("save_dir",),
-    "reports.root": ("reports_dir",),
-    "reports.projection": ("projection",),
-    "reports.num_neighbours": ("num_neighbours",),
-}
-# Keys whose flag says the opposite of the key (`augment: false` is `--no_augment`).
-INVERTED = frozenset({"train.augment"})
-
 
 def add_params_option(parser: argparse.ArgumentParser) -> None:
     """Give a front end the `--params FILE` flag that `parse_with_params` reads."""
@@ -63,8 +31,12 @@ def add_params_option(parser: argparse.ArgumentParser) -> None:
                              f"e.g. {PARAMS_FILE}); flags given on the command line override it")
 
 
-def parse_with_params(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_with_params(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                      settings: Sequence[Setting]) -> argparse.Namespace:
     """Parse ``argv`` with the values of its `--params FILE` (if any) as the parser's defaults.
+
+    ``settings`` are every front end's settings, so that a key meant for the other front end is
+    skipped, not reported as unknown.
 
     The file is read before the real parse because its values must be defaults, not arguments:
     only then does a flag on the command line override them whatever the order of the two.
@@ -77,11 +49,17 @@ def parse_with_params(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     add_params_option(pre)
     params_file = pre.parse_known_args(argv)[0].params_file
     if params_file is not None:
-        parser.set_defaults(**params_defaults(load_params(Path(params_file)), actions, params_file))
+        values = load_params(Path(params_file), settings)
+        parser.set_defaults(**params_defaults(values, actions, params_file, settings))
     return parser.parse_args(argv)
 
 
-def load_params(path: Path) -> dict[str, Any]:
+def param_keys(settings: Sequence[Setting]) -> list[str]:
+    """The keys a params file may hold, in declaration order."""
+    return list(dict.fromkeys(spec.param for spec in settings if spec.param))
+
+
+def load_params(path: Path, settings: Sequence[Setting]) -> dict[str, Any]:
     """The file's values as ``{"group.key": value}``, unknown groups and keys rejected."""
     if not path.is_file():
         raise UserError(f"--params {path}: no such file; give the path of a YAML file such as {PARAMS_FILE}")
@@ -94,21 +72,22 @@ def load_params(path: Path) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise UserError(f"{path}: expected groups (data:, train:, reports:) at the top, found a "
                         f"{type(content).__name__}; see {PARAMS_FILE} in the repository")
+    valid = param_keys(settings)
     flat: dict[str, Any] = {}
     for group, values in content.items():
         if not isinstance(values, dict):
             raise UserError(f"{path}: {group}: expected a group of keys, found {values!r}; "
-                            f"valid keys: {', '.join(PARAM_DESTS)}")
+                            f"valid keys: {', '.join(valid)}")
         for key, value in values.items():
             flat[f"{group}.{key}"] = value
-    unknown = [key for key in flat if key not in PARAM_DESTS]
+    unknown = [key for key in flat if key not in valid]
     if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]}; valid keys: {', '.join(PARAM_DESTS)}")
+        raise UserError(f"{path}: unknown key {unknown[0]}; valid keys: {', '.join(valid)}")
     return flat
 
 
 def params_defaults(params: dict[str, Any], actions: dict[str, argparse.Action],
-                    source: str | Path) -> dict[str, Any]:
+                    source: str | Path, settings: Sequence[Setting]) -> dict[str, Any]:
     """Parser defaults (dest -> value) from file values, type-checked by each flag's own rules.
 
     Keys this front end has no flag for are skipped (see the module docstring); null means "the
@@ -116,13 +95,13 @@ def params_defaults(params: dict[str, Any], actions: dict[str, argparse.Action],
     """
     defaults: dict[str, Any] = {}
     for key, value in params.items():
-        action = next((actions[d] for d in PARAM_DESTS[key] if d in actions), None)
-        if action is None or value is None:
+        spec = next((s for s in settings if s.param == key and s.flag_dest() in actions), None)
+        if spec is None or value is None:
             continue
         where = f"{source}: {key}"
-        if key in INVERTED:
+        if spec.inverted:
             value = not _bool(value, where)
-        defaults[action.dest] = _convert(action, value, where)
+        defaults[spec.flag_dest()] = _convert(actions[spec.flag_dest()], value, where)
     return defaults
 
 
@@ -158,28 +137,28 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
-def effective_params(args: argparse.Namespace, model: str | None = None) -> dict[str, dict[str, Any]]:
+def effective_params(args: argparse.Namespace, settings: Sequence[Setting],
+                     overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The parsed values grouped like params.yaml: what actually ran, file and flags combined.
 
-    ``model`` names the one model of a run folder when ``args`` lists several (--models_list).
+    ``overrides`` replaces values by key, e.g. ``{"train.model": name}`` for the one model of a
+    run folder when ``args`` lists several (--models_list).
     """
-    values = vars(args)
+    values: dict[str, Any] = {}
+    for spec in settings:
+        if spec.param and spec.param not in values and hasattr(args, spec.flag_dest()):
+            values[spec.param] = _plain(spec.value_from(args))
+    values.update(overrides or {})
     grouped: dict[str, dict[str, Any]] = {}
-    for key, dests in PARAM_DESTS.items():
-        dest = next((d for d in dests if d in values), None)
-        if dest is None:
-            continue
-        value = _plain(values[dest])
-        if key in INVERTED:
-            value = not value
-        if key == "train.model" and model is not None:
-            value = model
-        group, name = key.split(".", 1)
-        grouped.setdefault(group, {})[name] = value
+    for key in param_keys(settings):
+        if key in values:
+            group, name = key.split(".", 1)
+            grouped.setdefault(group, {})[name] = values[key]
     return grouped
 
 
-def write_effective_params(args: argparse.Namespace, run_dir: Path, model: str | None = None) -> Path:
+def write_effective_params(args: argparse.Namespace, run_dir: Path, settings: Sequence[Setting],
+                           overrides: dict[str, Any] | None = None) -> Path:
     """Write `<run_dir>/params.yaml`, so a run folder says how it was made and can be re-run.
 
     The file is itself a valid `--params` file: `pipeline.py --params <run_dir>/params.yaml`
@@ -189,7 +168,8 @@ def write_effective_params(args: argparse.Namespace, run_dir: Path, model: str |
     source = getattr(args, "params_file", None)
     header = (f"# Effective parameters of this run: {source or 'defaults'} with the command-line "
               "flags applied.\n")
-    body = yaml.safe_dump(effective_params(args, model), sort_keys=False, default_flow_style=False)
+    body = yaml.safe_dump(effective_params(args, settings, overrides), sort_keys=False,
+                          default_flow_style=False)
     atomic_write_text(path, header + body)
     return path
 
