@@ -50,10 +50,10 @@ from common.cli import run_main
 from data.download import download
 from tests.datasets import make_dataset
 from tests.http_server import Route, closed_port_url
+from tests.tiny_run import RUN_NAME, TINY_FLAGS, TinyRun
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment", "--device", "cpu"]
-RUN_NAME = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+TINY = list(TINY_FLAGS)
 FAST_DOWNLOAD = {"timeout": 0.5, "retries": 1, "backoff": 0.0}
 
 
@@ -71,15 +71,6 @@ class Result:
     noted: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Trained:
-    """A simple_net trained 2 epochs (checkpoints 1 and 2), shared read-only by the rows."""
-
-    dataset: Path
-    dataset_dir: Path
-    save_dir: Path
-
-
 @dataclass
 class Env:
     """One row's world: a fresh folder, captured output, patches, a local HTTP server."""
@@ -88,7 +79,7 @@ class Env:
     capsys: pytest.CaptureFixture
     monkeypatch: pytest.MonkeyPatch
     serve: Callable
-    trained: Trained
+    trained: TinyRun
 
     def pipeline(self, *argv: object) -> Result:
         return self.run(pipeline.main, argv)
@@ -1045,21 +1036,10 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    tmp = tmp_path_factory.mktemp("trained")
-    dataset = make_dataset(tmp / "shop", num_items=12, per_item=4)
-    shared = Trained(dataset, tmp / "data", tmp / "models")
-    argv = ["-m", "simple_net", "--epochs", "2", "--save_every", "1", "--dataset", dataset,
-            "--dataset_dir", shared.dataset_dir, "--save_dir", shared.save_dir, *TINY]
-    assert run_main(pipeline.main, [str(a) for a in argv]) == 0
-    return shared
-
-
 @pytest.mark.parametrize("row", ROWS, ids=[row.situation for row in ROWS])
-def test_what_happens_when(row: Row, tmp_path: Path, capsys, monkeypatch, http_server, trained) -> None:
+def test_what_happens_when(row: Row, tmp_path: Path, capsys, monkeypatch, http_server, tiny_run) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths in rows, and nothing strays into the repository
-    env = Env(tmp_path, capsys, monkeypatch, http_server, trained)
+    env = Env(tmp_path, capsys, monkeypatch, http_server, tiny_run)
     result = row.act(env)
     shown = result.err if row.code else result.out + result.err
     assert result.code == row.code, shown

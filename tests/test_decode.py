@@ -6,7 +6,7 @@ colour, EXIF rotation is applied and CMYK comes out in the colour it was saved i
 """
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from data.decode import MAX_PIXELS, UnreadableImage, decode_image
 
@@ -43,10 +43,11 @@ def test_transparency_of_grey_and_palette_images_is_white_too(tmp_path, mode):
     assert tuple(out[10, 4]) == (60, 60, 60) and tuple(out[10, 15]) == WHITE
 
 
-def test_16_bit_images_are_scaled_to_8_bits_keeping_their_tones(tmp_path):
-    values = np.full((20, 20), 20000, dtype=np.uint16)
+@pytest.mark.parametrize("dtype, suffix", [(np.uint16, ".png"), (">u2", ".tif"), (np.int32, ".tif")])
+def test_16_bit_images_are_scaled_to_8_bits_keeping_their_tones(tmp_path, dtype, suffix):
+    values = np.full((20, 20), 20000, dtype=dtype)             # PIL modes I;16, I;16B and I
     values[:, 10:] = 40000                                     # the right half twice as bright
-    out = decode_image(_save(Image.fromarray(values), tmp_path / "deep.png"), 20)
+    out = decode_image(_save(Image.fromarray(values), tmp_path / f"deep{suffix}"), 20)
     left, right = int(out[10, 4, 0]), int(out[10, 15, 0])
     assert right == 255 and abs(left - 127.5) <= 1             # brightest maps to white, ratio kept
     assert (out[10, 4] == left).all()                          # still grey
@@ -70,6 +71,16 @@ def test_letterbox_padding_is_the_mean_border_colour(tmp_path):
     assert np.abs(out[:, :4].reshape(-1, 3) - pad).max() <= 1  # 5 pixels of padding each side
     assert np.abs(out[:, -4:].reshape(-1, 3) - pad).max() <= 1
     assert tuple(out[3, 10]) == RED and tuple(out[16, 10]) == BLUE
+
+
+def test_letterbox_padding_takes_the_outermost_pixels_only(tmp_path):
+    # The border colour is read from the resized image (so an exported model, which pads a resized
+    # photo itself, gives the same pixels): a frame 4 px wide is still 2 px of pure black at half size.
+    img = Image.new("RGB", (20, 40), WHITE)
+    ImageOps.expand(img.crop((4, 4, 16, 36)), border=4, fill=(0, 0, 0)).save(tmp_path / "f.png")
+    out = decode_image(tmp_path / "f.png", 20)                 # a black frame, white inside
+    assert (out[:, :4] == 0).all() and (out[:, -4:] == 0).all()
+    assert (out[8:12, 8:12] == 255).all()
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -101,12 +112,12 @@ def test_any_mode_gives_square_rgb_uint8(tmp_path, mode):
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
 
 
-def test_truncated_and_zero_byte_files_are_unreadable(tmp_path):
+def test_truncated_and_zero_byte_files_are_unreadable_and_say_why(tmp_path):
     good = _save(Image.new("RGB", (64, 64), (10, 20, 30)), tmp_path / "good.jpg")
     (tmp_path / "half.jpg").write_bytes(good.read_bytes()[:100])
     (tmp_path / "empty.jpg").write_bytes(b"")
-    for name in ("half.jpg", "empty.jpg"):
-        with pytest.raises(UnreadableImage):
+    for name, why in (("half.jpg", "Truncated File Read"), ("empty.jpg", "cannot identify image file")):
+        with pytest.raises(UnreadableImage, match=why):   # the words of the skipped-files report
             decode_image(tmp_path / name, 16)
 
 
@@ -115,4 +126,6 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     path = _save(Image.new("RGB", (30, 30)), tmp_path / "big.png")
     with pytest.raises(UnreadableImage, match=f"30x30 pixels exceeds the {30 * 30 - 1:,} limit"):
         decode_image(path, 16)
+    monkeypatch.setattr("data.decode.MAX_PIXELS", 30 * 30)
+    assert decode_image(path, 16).shape == (16, 16, 3)          # exactly at the limit is fine
     assert MAX_PIXELS > 100_000_000

@@ -9,26 +9,16 @@ import torch
 from PIL import Image
 
 import evaluate
-import pipeline
 from common.cli import run_main
 from evaluation.figures import DIFF_COLOUR, SAME_COLOUR
-from tests.datasets import make_dataset
 from tests.http_server import Route
 from tests.pages import cell_colour, frame_colour, hex_rgb, page_layout
 
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A simple_net trained 2 epochs on a tiny dataset; returns (dataset, save_dir, common args)."""
-    tmp = tmp_path_factory.mktemp("eval")
-    dataset = make_dataset(tmp / "shop", num_items=12, per_item=4)
-    save_dir = tmp / "models"
-    common = ["--dataset", str(dataset), "--dataset_dir", str(tmp / "data"), "--save_dir", str(save_dir),
-              *TINY]
-    assert pipeline.main(["-m", "simple_net", "--epochs", "2", "--save_every", "1", *common]) == 0
-    return dataset, save_dir, common
+def trained(tiny_run):
+    """The session's finished simple_net run: (dataset, save_dir, flags that find it)."""
+    return tiny_run.dataset, tiny_run.save_dir, tiny_run.flags
 
 
 def run_evaluate(argv, capsys):

@@ -18,14 +18,7 @@ from models.simple import ColourStats
 LIGHT_SIZE = {"efficientnet_b3": 32, "resnet18": 32, "resnet50": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy shared CPU, OpenMP threads waiting on each other make the
-    backward passes 10x slower than a single thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -18,13 +18,7 @@ SHARED = ["--batch_size", "8", "-K", "2", "--device", "cpu"]   # both scripts ta
 TRAIN = ["-m", "simple_net", "--eval_every", "1", "--save_every", "1", *SHARED]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared CPU, OpenMP threads waiting on each other are slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,165 @@
+"""training/checkpoints.py: what a resumed run or evaluate.py gets from a run folder, and the one-line
+error for each way a checkpoint can be unusable. Small models and no training, so these run fast."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.errors import UserError
+from training.checkpoints import (
+    FORMAT_VERSION,
+    CheckpointSaver,
+    available_epochs,
+    load_checkpoint,
+    load_weights,
+    restore_rng_states,
+    rng_states,
+)
+
+
+def save_checkpoint(run_dir, epoch: int, contents: dict) -> None:
+    """Keep ``<epoch>.pth`` (and the rolling last.pth) as the trainer does with --save_every 1."""
+    CheckpointSaver(run_dir, save_every=1).save(epoch, contents)
+
+
+def state(model: nn.Module, **extra) -> dict:
+    return {"model": model.state_dict(), "model_name": "lin", "model_class": "Linear", **extra}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """Checkpoints of epochs 2, 10 and 3 (written out of order), plus files that are not ones."""
+    torch.manual_seed(0)
+    for epoch in (2, 10, 3):
+        save_checkpoint(tmp_path, epoch, state(nn.Linear(2, 2), metrics={"score": epoch}))
+    for name in (".10.pth.tmp", "10.pth.part", "notes.txt", "7.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    return tmp_path
+
+
+def test_available_epochs_are_the_epoch_files_in_numeric_order(run_dir, tmp_path):
+    assert available_epochs(run_dir) == [2, 3, 10]
+    assert available_epochs(tmp_path / "missing") == []
+
+
+def test_latest_is_the_highest_epoch_with_its_contents(run_dir):
+    checkpoint = load_checkpoint(run_dir)
+    assert (checkpoint.epoch, checkpoint.path) == (10, run_dir / "10.pth")
+    assert checkpoint.state["metrics"] == {"score": 10}
+    assert checkpoint.state["format_version"] == FORMAT_VERSION and checkpoint.state["epoch"] == 10
+    assert load_checkpoint(run_dir, 3).epoch == 3
+
+
+def test_unreadable_latest_falls_back_with_a_warning_naming_it(run_dir):
+    (run_dir / "10.pth").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match=r"10\.pth: corrupt or unreadable checkpoint .*falling back"):
+        assert load_checkpoint(run_dir).epoch == 3
+
+
+def test_unreadable_epoch_asked_for_by_number_is_an_error(run_dir):
+    (run_dir / "3.pth").write_bytes(b"")
+    with pytest.raises(UserError, match=r"3\.pth: corrupt or unreadable checkpoint \(\w+\); delete it"):
+        load_checkpoint(run_dir, 3)
+
+
+def test_missing_epoch_lists_the_available_ones(run_dir):
+    with pytest.raises(UserError) as err:
+        load_checkpoint(run_dir, 4)
+    assert str(err.value) == (f"{run_dir / '4.pth'}: no checkpoint for epoch 4; "
+                              "available epochs: 2, 3, 10; last.pth: 3")
+
+
+def test_folder_without_checkpoints_says_to_train_first(tmp_path):
+    with pytest.raises(UserError, match="no checkpoints .* train this configuration first"):
+        load_checkpoint(tmp_path)
+
+
+def test_no_readable_checkpoint_at_all(run_dir):
+    for name in ("2.pth", "3.pth", "10.pth", "last.pth"):
+        (run_dir / name).write_bytes(b"junk")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(UserError, match=r"none of the checkpoints \(2, 3, 10\) can be read"):
+            load_checkpoint(run_dir)
+
+
+class Payload:
+    """An object a checkpoint must never hold: unpickling arbitrary classes can run code."""
+
+
+def test_file_holding_python_objects_is_refused_without_running_them(tmp_path):
+    torch.save({"model": {}, "format_version": 1, "epoch": 1, "extra": Payload()}, tmp_path / "1.pth")
+    with pytest.raises(UserError, match=r"1\.pth: refused to load: it holds Python objects"):
+        load_checkpoint(tmp_path, 1)
+
+
+@pytest.mark.parametrize("contents, expected", [
+    ({"epoch": 1, "format_version": 1}, "not a Snap Vision checkpoint"),
+    ({"model": {}, "epoch": "1", "format_version": 1}, "not a Snap Vision checkpoint"),
+    ({"model": {}, "epoch": 1}, "not a Snap Vision checkpoint"),
+    ([1, 2], "not a Snap Vision checkpoint"),
+    ({"model": {}, "epoch": 1, "format_version": FORMAT_VERSION + 1},
+     f"written by a newer Snap Vision (format {FORMAT_VERSION + 1}, this one reads up to {FORMAT_VERSION})"),
+])
+def test_files_that_are_not_our_checkpoints(tmp_path, contents, expected):
+    torch.save(contents, tmp_path / "1.pth")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path, 1)
+    assert str(err.value).startswith(f"{tmp_path / '1.pth'}: ") and expected in str(err.value)
+
+
+def test_current_format_version_loads(tmp_path):
+    torch.save({"model": {}, "epoch": 1, "format_version": FORMAT_VERSION}, tmp_path / "1.pth")
+    assert load_checkpoint(tmp_path, 1).epoch == 1
+
+
+def test_load_weights_restores_the_saved_weights(run_dir):
+    model = nn.Linear(2, 2)
+    checkpoint = load_weights(model, run_dir, "lin", 3)
+    saved = torch.load(run_dir / "3.pth", weights_only=True)["model"]
+    assert checkpoint.epoch == 3 and torch.equal(model.weight, saved["weight"])
+
+
+def test_load_weights_refuses_another_model(run_dir):
+    with pytest.raises(UserError) as err:
+        load_weights(nn.Linear(2, 2), run_dir, "other")
+    assert str(err.value) == (f"{run_dir / '10.pth'}: holds a lin (Linear) model but other (Linear) was "
+                              "requested; choose the matching --model or another run folder")
+
+
+def test_load_weights_refuses_weights_of_another_shape(run_dir):
+    with pytest.raises(UserError, match=r"10\.pth: weights do not fit Linear \(Error\(s\) in loading"):
+        load_weights(nn.Linear(3, 2), run_dir, "lin")
+
+
+def test_rng_states_survive_a_checkpoint_round_trip(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_checkpoint(tmp_path, 1, {"model": {}, "rng": rng_states()})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng_states(load_checkpoint(tmp_path, 1).state["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_saving_over_an_epoch_replaces_it_and_leaves_no_temporary_file(tmp_path):
+    save_checkpoint(tmp_path, 1, {"model": {"w": torch.zeros(1)}})
+    save_checkpoint(tmp_path, 1, {"model": {"w": torch.ones(1)}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.pth", "last.pth"]
+    assert load_checkpoint(tmp_path, 1).state["model"]["w"].item() == 1.0
+
+
+
+def test_best_is_the_highest_score_and_survives_a_resume(tmp_path):
+    saver = CheckpointSaver(tmp_path)
+    for epoch, score in ((1, 50.0), (2, 70.0), (3, 70.0), (4, 60.0)):
+        saver.save(epoch, {"model": {}}, score=score)
+    assert load_checkpoint(tmp_path, "best").epoch == 2            # ties keep the earlier epoch
+    resumed = CheckpointSaver(tmp_path)
+    assert resumed.resume().epoch == 4
+    resumed.save(5, {"model": {}}, score=65.0)                      # below the best of 70
+    assert load_checkpoint(tmp_path, "best").epoch == 2
