@@ -73,7 +73,7 @@ def select_queries(
         raise ValueError(f"neighbour_labels {neighbour_labels.shape} must be (Q, k) "
                          f"with Q = len(query_labels) = {len(query_labels)}")
     if show_nums is not None:
-        return _checked_show_nums(show_nums, len(query_labels))
+        return check_show_nums(show_nums, len(query_labels))
     if case not in CASES:
         raise UserError(f"--show_case: unknown case {case!r}; use one of {', '.join(CASES)}")
     if limit is not None and limit < 0:
@@ -91,8 +91,11 @@ def _case_mask(same: np.ndarray, case: str) -> np.ndarray:
     return {"pass": passed, "fail": ~passed, "both": np.ones_like(passed)}[case]
 
 
-def _checked_show_nums(show_nums: Sequence[int], num_queries: int) -> np.ndarray:
-    """The requested query numbers as an index array, or a UserError naming the valid range."""
+def check_show_nums(show_nums: Sequence[int], num_queries: int) -> np.ndarray:
+    """The requested query numbers as an index array, or a UserError naming the valid range.
+
+    evaluate.py calls it as soon as the gallery is known, so a typo stops the run before any
+    metric is computed or printed."""
     nums = np.asarray(list(show_nums), dtype=np.int64)
     bad = nums[(nums < 0) | (nums >= num_queries)]
     if len(bad) == 0:

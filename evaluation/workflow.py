@@ -5,6 +5,7 @@ Kept out of evaluate.py so tests call it with an argparse Namespace instead of g
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import UnreadableImage, decode_image
 from data.index import printable
+from data.settings import DATA_SETTINGS
 from data.sources import locate_dataset
 from data.splits import describe_skipped, load_splits
 from data.tensors import to_tensor
 from evaluation.embed import embed
-from evaluation.figures import render_pages, render_query_page, select_queries
+from evaluation.figures import check_show_nums, render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.reports import write_reports
@@ -48,8 +50,22 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
         runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
-                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir")
+                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir"
+                        + _only_run_hint(args, save_dir, runs, type(model).__name__))
     return run_dir
+
+
+def _only_run_hint(args: argparse.Namespace, save_dir: Path, runs: list[str], model_class: str) -> str:
+    """When the model has exactly one run, the command that evaluates it, ready to paste."""
+    mine = [name for name in runs if name.startswith(f"{model_class}_LR_")]
+    if len(mine) != 1:
+        return ""
+    command = ["python", "evaluate.py", "--model", args.model, "--run_dir", str(save_dir / mine[0])]
+    for setting in DATA_SETTINGS:  # the same images to evaluate on
+        value = getattr(args, setting.name)
+        if value != setting.default:
+            command += [setting.flags[-1]] if setting.is_switch else [setting.flags[-1], str(value)]
+    return f"; to evaluate the one {args.model} run: {shlex.join(command)}"
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
@@ -69,6 +85,8 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
     model.to(device)
     gallery = load_gallery(args, model.input_size)
+    if args.show_nums is not None and not (args.no_figures or args.query):
+        check_show_nums(args.show_nums, len(gallery))
     embeddings = embed(model, gallery, device=device)
     if args.save_embeddings:
         save_embeddings(Path(args.save_embeddings), embeddings, gallery)
@@ -83,7 +101,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=embeddings, image_set=gallery, projection=args.projection)
-        print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
+        print(f"reports written: {', '.join(str(p) for p in written.values())}")
     if not args.no_figures:
         show_figures(args, gallery, retrieval)
     return metrics
