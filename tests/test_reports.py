@@ -75,8 +75,8 @@ def test_write_reports_writes_every_file(tmp_path):
     assert set(written) == {"metrics", "curves_csv", "curves_png", "embedding_png"}
     assert written["metrics"] == tmp_path / "reports" / "metrics.json"
     assert written["curves_png"].parent == written["embedding_png"].parent == tmp_path / "reports" / "plots"
-    assert json.loads(written["metrics"].read_text()) == {
-        "precision@1": 0.5, "map@r": 0.25, "num_queries": 24, "in_any@5": 0.75, "broken": None}
+    assert json.loads(written["metrics"].read_text()) == {  # in %, as the console table; counts as counts
+        "precision@1": 50.0, "map@r": 25.0, "num_queries": 24, "in_any@5": 75.0, "broken": None}
 
     with open(written["curves_csv"], newline="") as f:
         rows = list(csv.DictReader(f))

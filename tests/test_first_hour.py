@@ -1,0 +1,127 @@
+"""What a new user reads: flag typos, messages that name what was done and where, one-line
+warnings, and one unit (percent) for a metric everywhere it is shown."""
+import csv
+import functools
+import json
+import re
+import shlex
+import shutil
+import warnings
+
+import pytest
+
+import evaluate
+import pipeline
+from common.cli import run_main, show_warning_line
+from data import sources
+from data.synthetic import generate_synthetic
+from tests.datasets import make_dataset
+
+TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A simple_net trained 2 epochs on a tiny dataset; returns (tmp, save_dir, common args)."""
+    tmp = tmp_path_factory.mktemp("first_hour")
+    dataset = make_dataset(tmp / "shop", num_items=12, per_item=4)
+    save_dir = tmp / "models"
+    common = ["--dataset", str(dataset), "--dataset_dir", str(tmp / "data"), "--save_dir", str(save_dir),
+              *TINY]
+    assert pipeline.main(["-m", "simple_net", "--epochs", "2", "--save_every", "1", *common]) == 0
+    return tmp, save_dir, common
+
+
+def run(main, argv, capsys):
+    code = run_main(main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("front_end, typo, meant", [
+    (pipeline, "--epoch", "--epochs"), (pipeline, "--batchsize", "--batch_size"),
+    (evaluate, "--shownums", "--show_nums"), (evaluate, "--num_neighbors", "--num_neighbours")])
+def test_an_unknown_flag_is_refused_with_the_closest_real_one(front_end, typo, meant, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        front_end.main([typo, "2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {typo} 2; {typo}: did you mean {meant}?" in err
+
+
+def test_a_prefix_is_not_taken_for_the_flag(capsys):
+    with pytest.raises(SystemExit):
+        pipeline.main(["--epoch", "2", "--prepare_only"])  # must not silently mean --epochs 2
+    assert "did you mean --epochs?" in capsys.readouterr().err
+
+
+def test_show_nums_out_of_range_stops_before_any_metric(trained, capsys):
+    _, _, common = trained
+    code, out, err = run(evaluate.main, ["--model", "simple_net", "--show_nums", "3", "999", *common], capsys)
+    assert code == 2 and "precision@1" not in out
+    assert re.fullmatch(r"error: --show_nums: query number\(s\) 999 out of range; valid numbers are 0 to 7\n", err)
+
+
+def test_the_only_run_of_a_model_comes_with_the_command_that_evaluates_it(trained, capsys):
+    _, save_dir, common = trained
+    code, _, err = run(evaluate.main, ["--model", "simple_net", "-lr", "0.5", "--no_figures", *common], capsys)
+    assert code == 2
+    command = shlex.split(err.split("to evaluate the one simple_net run: ")[1])
+    assert command[:2] == ["python", "evaluate.py"] and str(save_dir) in " ".join(command)
+    code, out, _ = run(evaluate.main, [*command[2:], "--no_figures"], capsys)  # the printed line works
+    assert code == 0 and "epoch 2 of" in out
+
+
+def test_a_corrupt_latest_checkpoint_warns_in_one_clean_line(trained, tmp_path, capsys):
+    _, save_dir, common = trained
+    copy = tmp_path / "models"
+    shutil.copytree(save_dir, copy)
+    latest = next(copy.glob("SimpleNet_*")) / "2.pth"
+    latest.write_bytes(b"not a checkpoint")
+    code, out, err = run(evaluate.main, ["--model", "simple_net", "--no_figures", *common,
+                                         "--save_dir", str(copy)], capsys)
+    assert code == 0 and "epoch 1 of" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {latest}: ")
+    assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+def test_a_library_warning_keeps_its_origin_on_the_same_line(capsys):
+    show_warning_line("something\n  odd", DeprecationWarning, "/usr/lib/python3/site-packages/lib.py", 7)
+    assert capsys.readouterr().err == "warning: something odd (DeprecationWarning from lib.py:7)\n"
+
+
+def test_warnings_formatting_is_restored_after_the_front_end(capsys):
+    before = warnings.showwarning
+    run_main(lambda argv: 0, [])
+    assert warnings.showwarning is before
+
+
+def test_one_unit_for_a_metric_in_the_table_the_csv_and_metrics_json(trained, tmp_path, capsys):
+    _, save_dir, common = trained
+    reports = tmp_path / "reports"
+    code, out, _ = run(evaluate.main, ["--model", "simple_net", "--no_figures", "--reports_dir", str(reports),
+                                       *common], capsys)
+    assert code == 0
+    table = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+             if re.match(r"^(precision@1|MAP@R|in_any@5)\s+[\d.]+$", line)}
+    metrics = json.loads((reports / "metrics.json").read_text())
+    with open(next(save_dir.glob("SimpleNet_*")) / "training_stats.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    for table_key, json_key, csv_key in (("precision@1", "precision@1", "precision@1"),
+                                         ("MAP@R", "map@r", "map@r"),
+                                         ("in_any@5", "in_any@5", "evaluation score")):
+        assert table[table_key] == pytest.approx(metrics[json_key], abs=0.05)  # the table rounds to 0.1
+        assert float(last[csv_key]) == pytest.approx(metrics[json_key], abs=1e-3)
+    assert metrics["num_queries"] == 8 and metrics["precision@1"] > 1  # percent, not a fraction
+    assert f"reports written: {reports / 'metrics.json'}" in out
+    assert str(reports / "plots" / "embedding.png") in out
+
+
+def test_generating_the_built_in_dataset_says_how_long_and_how_much(tmp_path, capsys, monkeypatch):
+    small = functools.partial(generate_synthetic, num_items=5, photos_per_item=2, image_size=16)
+    monkeypatch.setattr(sources, "generate_synthetic", small)
+    sources.locate_dataset("synthetic", tmp_path)
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"generating the built-in synthetic dataset in {re.escape(str(tmp_path / 'synthetic'))}"
+                        r" \.\.\. done in \d+\.\d s \(5 items, 10 photos\)\n", out)
