@@ -125,3 +125,17 @@ def test_generating_the_built_in_dataset_says_how_long_and_how_much(tmp_path, ca
     out = capsys.readouterr().out
     assert re.fullmatch(rf"generating the built-in synthetic dataset in {re.escape(str(tmp_path / 'synthetic'))}"
                         r" \.\.\. done in \d+\.\d s \(5 items, 10 photos\)\n", out)
+
+
+def test_dataset_stats_show_the_split_then_the_pipeline_runs(tmp_path, capsys):
+    dataset = make_dataset(tmp_path / "shop", num_items=10, per_item=3)
+    common = ["--dataset", str(dataset), "--dataset_dir", str(tmp_path / "data"), "-m", "simple",
+              "--dataset_stats"]
+    assert pipeline.main([*common, "--prepare_only"]) == 0
+    out = capsys.readouterr().out
+    splits = dict(re.findall(r"^split (\w+)\s+(\d+) items, (?:\d+) images", out, re.M))
+    assert splits == {"train": "8", "eval": "2"} and "items          10" in out
+    assert "precision@1" not in out  # --prepare_only: the statistics alone
+    assert pipeline.main(common) == 0  # without it, the original's meaning: statistics, then the run
+    out = capsys.readouterr().out
+    assert out.index("split eval") < out.index("precision@1")

@@ -13,7 +13,7 @@ from torch import nn
 from data.dataset import ImageSet
 from data.sources import locate_dataset
 from data.splits import Splits, describe_skipped, load_splits
-from data.stats import dataset_stats, format_stats
+from data.stats import dataset_stats, format_split, format_stats
 from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from evaluation.report import format_metrics_table
@@ -95,3 +95,4 @@ def _report_data(splits: Splits, with_stats: bool) -> None:
     if with_stats:
         for index in splits.indexes.values():
             print(format_stats(dataset_stats(index, splits.skipped)))
+        print(format_split(splits.sets))
