@@ -21,7 +21,7 @@ from data.sources import locate_dataset
 from data.splits import describe_skipped, load_splits
 from data.tensors import to_tensor
 from evaluation.embed import embed
-from evaluation.figures import check_show_nums, render_pages, render_query_page, select_queries
+from evaluation.figures import PhotoFiles, check_show_nums, render_pages, render_query_page, select_queries
 from evaluation.metrics import Retrieval, evaluate_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.reports import write_reports
@@ -75,14 +75,14 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         return {}
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label, run_dir = args.model, None
+    label, run_dir, epoch = args.model, None, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
             print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
             return {}
-        checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
-        label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
+        epoch = load_weights(model, run_dir, args.model, args.checkpoint).epoch
+        label = f"{args.model} (epoch {epoch} of {run_dir})"
     model.to(device)
     gallery = load_gallery(args, model.input_size)
     if args.show_nums is not None and not (args.no_figures or args.query):
@@ -103,7 +103,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
                                 embeddings=embeddings, image_set=gallery, projection=args.projection)
         print(f"reports written: {', '.join(str(p) for p in written.values())}")
     if not args.no_figures:
-        show_figures(args, gallery, retrieval)
+        show_figures(args, gallery, retrieval, run_dir, epoch)
     return metrics
 
 
@@ -118,12 +118,34 @@ def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
     return splits.pick_eval(EVALUATE_SPLITS, args.split)
 
 
+def figure_root(args: argparse.Namespace) -> Path:
+    return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs"
+
+
 def figure_dir(args: argparse.Namespace, case: str) -> Path:
-    return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs" / f"{args.model}_{case}"
+    return figure_root(args) / f"{args.model}_{case}"
 
 
-def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retrieval) -> None:
-    """Pages of queries beside their nearest images, filtered by --show_case / --show_nums."""
+def pages_dir(args: argparse.Namespace, run_dir: Path | None, epoch: int | None) -> Path:
+    """``eval_figs/<model>/<run>_epoch<N>_<case>/``: one folder per evaluation, so re-running it
+    replaces its own pages and never another run's, checkpoint's, case's or a query's."""
+    source = f"{run_dir.name}_epoch{epoch}" if run_dir is not None else "untrained"
+    return figure_root(args) / args.model / f"{source}_{_case_label(args)}"
+
+
+def _case_label(args: argparse.Namespace) -> str:
+    if args.show_nums is None:
+        return args.show_case
+    nums = "-".join(map(str, args.show_nums[:8]))
+    return f"nums_{nums}" + (f"_and_{len(args.show_nums) - 8}_more" if len(args.show_nums) > 8 else "")
+
+
+def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retrieval,
+                 run_dir: Path | None, epoch: int | None) -> None:
+    """Pages of queries beside their nearest images, filtered by --show_case / --show_nums.
+
+    Each image is read from its photo file at the page's display size (PhotoFiles), not from
+    the model-input-size cache, which at 64 px looks blurred on a page."""
     k = args.num_neighbours  # the metrics' search went at least this deep
     dists = retrieval.distances[:, :k].cpu().numpy()
     idx = retrieval.indices[:, :k].cpu().numpy()
@@ -134,10 +156,12 @@ def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retriev
     if len(rows) == 0:
         print(f"no query matches --show_case {args.show_case}; nothing to draw")
         return
-    out = figure_dir(args, args.show_case)
-    pages = render_pages(gallery, rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
+    out = pages_dir(args, run_dir, epoch)
+    source = f"{run_dir.name}, epoch {epoch}" if run_dir is not None else "untrained"
+    case = "chosen queries" if args.show_nums is not None else f"{args.show_case} cases"
+    pages = render_pages(PhotoFiles(gallery), rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
                          out_dir=out if args.save_fig else None, fallback_dir=out,
-                         title=f"{args.model}: {args.show_case} cases")
+                         title=f"{args.model} ({source}): {case}")
     if args.save_fig:
         print(f"saved {len(pages)} figure page(s) of {len(rows)} queries to {out}/")
 

@@ -66,7 +66,7 @@ def test_saved_figure_pages_hold_the_requested_queries(trained, capsys, tmp_path
     code, out, _ = run_evaluate(argv, capsys)
     assert code == 0 and "saved 2 figure page(s) of 3 queries" in out
     data_dir = common[common.index("--dataset_dir") + 1]
-    pages = sorted((tmp_path.parent / data_dir).glob("files_to_gitignore/eval_figs/simple_net_both/*.png"))
+    pages = sorted((tmp_path.parent / data_dir).glob("files_to_gitignore/eval_figs/simple_net/*_epoch2_nums_0-3-5/*.png"))
     assert [p.name for p in pages] == ["1.png", "2.png"]
     first, second = (Image.open(p) for p in pages)
     assert first.width == second.width and first.height > second.height  # 2 rows vs 1 row

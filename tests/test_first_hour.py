@@ -7,13 +7,18 @@ import re
 import shlex
 import shutil
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import evaluate
 import pipeline
 from common.cli import run_main, show_warning_line
 from data import sources
+from data.decode import decode_image
+from data.splits import load_splits
+from evaluation import figures
 from data.synthetic import generate_synthetic
 from tests.datasets import make_dataset
 
@@ -139,3 +144,59 @@ def test_dataset_stats_show_the_split_then_the_pipeline_runs(tmp_path, capsys):
     assert pipeline.main(common) == 0  # without it, the original's meaning: statistics, then the run
     out = capsys.readouterr().out
     assert out.index("split eval") < out.index("precision@1")
+
+
+def figure_argv(common, *more):
+    return ["--model", "simple_net", "--save_fig", "--num_disp", "1", *more, *common]
+
+
+def eval_figs(common):
+    return Path(common[common.index("--dataset_dir") + 1]) / "files_to_gitignore" / "eval_figs"
+
+
+def test_figure_pages_are_one_folder_per_evaluation_and_rerunning_replaces_only_its_own(trained, capsys):
+    _, save_dir, common = trained
+    run_name = next(save_dir.glob("SimpleNet_*")).name
+    assert run(evaluate.main, figure_argv(common, "--num_pages", "3"), capsys)[0] == 0
+    assert run(evaluate.main, figure_argv(common, "--checkpoint", "1", "--num_pages", "2"), capsys)[0] == 0
+    mine = eval_figs(common) / "simple_net" / f"{run_name}_epoch2_both"
+    other = eval_figs(common) / "simple_net" / f"{run_name}_epoch1_both"
+    query = eval_figs(common) / "simple_net_query" / "queries.png"
+    query.parent.mkdir(parents=True, exist_ok=True)
+    query.write_bytes(b"a query's figure")
+    (mine / "notes.txt").write_text("mine")
+    assert sorted(p.name for p in mine.glob("*.png")) == ["1.png", "2.png", "3.png"]
+
+    code, out, _ = run(evaluate.main, figure_argv(common, "--num_pages", "1"), capsys)
+    assert code == 0 and f"saved 1 figure page(s) of 1 queries to {mine}/" in out
+    assert sorted(p.name for p in mine.iterdir()) == ["1.png", "notes.txt"]  # stale 2.png, 3.png gone
+    assert sorted(p.name for p in other.glob("*.png")) == ["1.png", "2.png"]  # another checkpoint's
+    assert query.read_bytes() == b"a query's figure"
+
+
+def test_figure_pages_are_titled_and_drawn_from_the_photo_files(trained, capsys, monkeypatch):
+    _, save_dir, common = trained
+    drawn = []
+    real_draw = figures.draw_page
+    monkeypatch.setattr(figures, "draw_page", lambda rows, title: drawn.append((rows, title)) or real_draw(rows, title))
+    code, _, _ = run(evaluate.main, figure_argv(common, "--show_nums", "5", "2", "0", "--num_disp", "2"), capsys)
+    assert code == 0 and len(drawn) == 2
+    run_name = next(save_dir.glob("SimpleNet_*")).name
+    assert [title for _, title in drawn] == [
+        f"simple_net ({run_name}, epoch 2): chosen queries; queries 5, 2 (page 1/2)",
+        f"simple_net ({run_name}, epoch 2): chosen queries; queries 0 (page 2/2)"]
+    cell_px = figures.PageLayout(rows=1, cols=1).cell_px
+    assert {cell.image.shape for rows, _ in drawn for row in rows for cell in row} == {(cell_px, cell_px, 3)}
+    assert (eval_figs(common) / "simple_net" / f"{run_name}_epoch2_nums_5-2-0" / "2.png").exists()
+
+
+def test_photo_files_decode_at_display_size_and_fall_back_to_the_cache(tmp_path):
+    root = make_dataset(tmp_path / "shop", num_items=3, per_item=2, size=300)
+    image_set = load_splits(root, 32, tmp_path / "cache").sets["train"]
+    photos = figures.PhotoFiles(image_set, size=150)
+    first = Path(image_set.paths[0])
+    assert np.array_equal(photos.batch([0])[0], decode_image(first, 150))
+    first.unlink()  # moved away since the cache was built: the cached pixels, enlarged
+    enlarged = photos.batch([0, 1])
+    assert enlarged.shape == (2, 150, 150, 3)
+    assert np.abs(enlarged[0].astype(int) - image_set.batch([0])[0, 0, 0]).max() <= 2
