@@ -35,7 +35,7 @@ EMBEDDING_PNG = "embedding.png"
 
 def write_reports(out_dir: Path, *, metrics: Mapping[str, Any], run_dir: Path | None,
                   embeddings: torch.Tensor | np.ndarray | None, image_set: ImageSource | None,
-                  projection: str = "pca", max_thumbnails: int = 60) -> dict[str, Path]:
+                  projection: str = "tsne", max_thumbnails: int = 60) -> dict[str, Path]:
     """Write the reports that have inputs and return {"metrics", "curves_csv", "curves_png",
     "embedding_png"} -> path for those written.
 
