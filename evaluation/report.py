@@ -36,7 +36,7 @@ def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int) -> 
     for key, label in metric_rows(k):
         cells = "".join(_cell(percent[n].get(key), width) for n in names)
         lines.append(f"{label:<14}{cells}")
-    counts = "".join(f"{int(results[n].get('num_queries', 0)):>{width}}" for n in names)
+    counts = "".join(f"{results[n].get('num_queries', '-'):>{width}}" for n in names)
     lines.append(f"{'queries':<14}{counts}")
     return "\n".join(lines)
 

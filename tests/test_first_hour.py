@@ -200,3 +200,17 @@ def test_photo_files_decode_at_display_size_and_fall_back_to_the_cache(tmp_path)
     enlarged = photos.batch([0, 1])
     assert enlarged.shape == (2, 150, 150, 3)
     assert np.abs(enlarged[0].astype(int) - image_set.batch([0])[0, 0, 0]).max() <= 2
+
+
+def test_the_pipeline_table_shows_the_untrained_network_beside_the_trained_one(tmp_path, capsys):
+    dataset = make_dataset(tmp_path / "shop", num_items=12, per_item=4)
+    argv = ["--dataset", str(dataset), "--dataset_dir", str(tmp_path / "data"), "--save_dir",
+            str(tmp_path / "models"), "-m", "simple", "simple_net", "--epochs", "1", *TINY]
+    assert pipeline.main(argv) == 0
+    table = capsys.readouterr().out.split("retrieval on ")[1].splitlines()
+    assert table[1].split() == ["metric", "(%)", "simple", "simple_net", "untrained", "simple_net"]
+    with open(next((tmp_path / "models").glob("SimpleNet_*")) / "training_stats.csv", newline="") as f:
+        epoch0 = next(csv.DictReader(f))
+    p_at_1 = next(line.split() for line in table if line.startswith("precision@1"))
+    assert p_at_1[2] == f"{float(epoch0['precision@1']):.1f}"  # the untrained column is epoch 0's
+    assert next(line.split() for line in table if line.startswith("closest[2]"))[2] == "-"

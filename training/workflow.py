@@ -20,7 +20,8 @@ from evaluation.report import format_metrics_table
 from models import build_model
 from training.distributed import DistContext, setup
 from training.options import config_from_args, model_kwargs, save_effective_params
-from training.trainer import train
+from training.curves import SCORE, read_curve
+from training.trainer import EVAL_K, train
 
 TRAIN_EVAL_SPLITS = ("val", "eval", "test")  # training evaluates on val, else test (DESIGN.md)
 
@@ -65,6 +66,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         config_from_args(args, name, model=None)
     root = prepare_data(args, ctx)
     results: dict[str, dict[str, float]] = {}
+    shown: dict[str, dict[str, float]] = {}  # results plus each trained model's untrained row
     for number, name in enumerate(args.models_list):
         torch.manual_seed(args.seed)  # the same command starts from the same initial weights
         model = build_model(name, **model_kwargs(args))
@@ -79,13 +81,27 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                            Path(args.save_dir))
             if ctx.is_main:
                 save_effective_params(args, result.run_dir, name)
+                shown.update(_untrained_row(name, result.run_dir))
         if ctx.is_main:
-            results[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
+            results[name] = shown[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
     if ctx.is_main and results:
         print(f"\nretrieval on {len(eval_set)} held-out images of {len(eval_set.items)} items "
               f"({root}):")
-        print(format_metrics_table(results, args.num_neighbours))
+        print(format_metrics_table(shown, args.num_neighbours))
     return results
+
+
+def _untrained_row(name: str, run_dir: Path) -> dict[str, dict[str, float]]:
+    """``{"<name> untrained": metrics}`` from the run's epoch-0 statistics (its initial weights,
+    evaluated before the first step), so the table shows what training added; {} without them.
+    The stats file holds in_any@5, precision@1 and MAP@R only, in %; the table takes fractions."""
+    first = next((row for row in read_curve(run_dir) if row.get("epoch") == 0), None)
+    if first is None or first.get(SCORE) is None:
+        return {}
+    return {f"{name} untrained": {f"in_any@{EVAL_K}": first[SCORE] / 100,
+                                  "precision@1": first["precision_at_1"] / 100,
+                                  "closest_1": first["precision_at_1"] / 100,
+                                  "map@r": first["map_at_r"] / 100}}
 
 
 def _report_data(splits: Splits, with_stats: bool) -> None:
