@@ -14,3 +14,6 @@ def make_dataset(root: Path, num_items: int = 5, per_item: int = 3, size: int = 
         for n in range(per_item):
             Image.new("RGB", (size, size + 8 * n), COLOURS[i % len(COLOURS)]).save(folder / f"item_{i:03d}_{n}.png")
     return root
+
+# Flags of a tiny, fast training run (batches of 4 items x 2 images, no augmentation).
+TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]

@@ -2,29 +2,12 @@
 import zipfile
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 import evaluate
-import pipeline
 from common.cli import run_main
-from tests.datasets import make_dataset
 from tests.http_server import Route
-
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A simple_net trained 2 epochs on a tiny dataset; returns (dataset, save_dir, common args)."""
-    tmp = tmp_path_factory.mktemp("eval")
-    dataset = make_dataset(tmp / "shop", num_items=12, per_item=4)
-    save_dir = tmp / "models"
-    common = ["--dataset", str(dataset), "--dataset_dir", str(tmp / "data"), "--save_dir", str(save_dir),
-              *TINY]
-    assert pipeline.main(["-m", "simple_net", "--epochs", "2", "--save_every", "1", *common]) == 0
-    return dataset, save_dir, common
 
 
 def run_evaluate(argv, capsys):
@@ -66,7 +49,8 @@ def test_saved_figure_pages_hold_the_requested_queries(trained, capsys, tmp_path
     code, out, _ = run_evaluate(argv, capsys)
     assert code == 0 and "saved 2 figure page(s) of 3 queries" in out
     data_dir = common[common.index("--dataset_dir") + 1]
-    pages = sorted((tmp_path.parent / data_dir).glob("files_to_gitignore/eval_figs/simple_net/*_epoch2_nums_0-3-5/*.png"))
+    figs = tmp_path.parent / data_dir / "files_to_gitignore" / "eval_figs"
+    pages = sorted(figs.glob("simple_net/*_epoch2_nums_0-3-5/*.png"))
     assert [p.name for p in pages] == ["1.png", "2.png"]
     first, second = (Image.open(p) for p in pages)
     assert first.width == second.width and first.height > second.height  # 2 rows vs 1 row

@@ -18,23 +18,9 @@ from common.cli import run_main, show_warning_line
 from data import sources
 from data.decode import decode_image
 from data.splits import load_splits
-from evaluation import figures
 from data.synthetic import generate_synthetic
-from tests.datasets import make_dataset
-
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A simple_net trained 2 epochs on a tiny dataset; returns (tmp, save_dir, common args)."""
-    tmp = tmp_path_factory.mktemp("first_hour")
-    dataset = make_dataset(tmp / "shop", num_items=12, per_item=4)
-    save_dir = tmp / "models"
-    common = ["--dataset", str(dataset), "--dataset_dir", str(tmp / "data"), "--save_dir", str(save_dir),
-              *TINY]
-    assert pipeline.main(["-m", "simple_net", "--epochs", "2", "--save_every", "1", *common]) == 0
-    return tmp, save_dir, common
+from evaluation import figures
+from tests.datasets import TINY, make_dataset
 
 
 def run(main, argv, capsys):

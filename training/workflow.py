@@ -18,9 +18,9 @@ from evaluation.embed import embed
 from evaluation.metrics import retrieval_metrics
 from evaluation.report import format_metrics_table
 from models import build_model
+from training.curves import SCORE, read_curve
 from training.distributed import DistContext, setup
 from training.options import config_from_args, model_kwargs, save_effective_params
-from training.curves import SCORE, read_curve
 from training.trainer import EVAL_K, train
 
 TRAIN_EVAL_SPLITS = ("val", "eval", "test")  # training evaluates on val, else test (DESIGN.md)
