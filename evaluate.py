@@ -4,7 +4,8 @@
     python evaluate.py --show_case fail --num_disp 10 --save_fig
     python evaluate.py --model simple_net --checkpoint 20
     python evaluate.py --download_weights [--weights_url URL]
-    python evaluate.py --query my_photo.jpg --save_fig   # your own photos against the gallery
+    python evaluate.py --query my_photo.jpg --save_fig   # your own photos against the whole dataset
+    python evaluate.py --query photos/ --gallery catalogue/ --results hits.csv
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from common.params import parse_with_params
 
 
 def checkpoint_arg(text: str) -> int | str:
-    """argparse type for --checkpoint: 'latest' or an epoch number."""
-    if text == "latest":
+    """argparse type for --checkpoint: 'latest', 'best' or an epoch number."""
+    if text in ("latest", "best"):
         return text
     if text.isdigit():
         return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r}: use 'latest' or an epoch number such as 20")
+    raise argparse.ArgumentTypeError(f"{text!r}: use 'latest', 'best' or an epoch number such as 20")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.options import new_parser
     parser = new_parser(__doc__.split("\n")[0], "evaluate")
     parser.add_argument("--checkpoint", type=checkpoint_arg, default="latest",
-                        help="'latest' or the epoch number of a saved checkpoint")
+                        help="'latest' (last.pth), 'best' (best.pth: highest evaluation score) or an epoch number")
     parser.add_argument("--run_dir", default=None,
                         help="evaluate this run folder instead of the one the hyperparameters name")
     parser.add_argument("--download_weights", action="store_true",
@@ -51,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show these query numbers (rows of the eval set) instead of filtering by case")
     parser.add_argument("--no_figures", action="store_true", help="print metrics only")
     parser.add_argument("--query", nargs="+", default=None, metavar="PHOTO",
-                        help="embed your own photos and show their closest images in the gallery")
+                        help="photos and/or folders of photos (searched recursively) to search the gallery with")
+    parser.add_argument("--gallery", default=None, metavar="all|eval|PATH",
+                        help="what is searched or scored: all (every image of the dataset; the default "
+                             "with --query), eval (the held-out items; the default without --query), "
+                             "or a folder / archive / URL of <item>/<image> folders or loose images")
+    parser.add_argument("--results", metavar="FILE", default=None,
+                        help="with --query: write one row per (query, rank) to FILE (.csv or .json)")
     parser.add_argument("--save_embeddings", metavar="FILE", default=None,
                         help="write the gallery embeddings with their paths and items to FILE (.npz)")
     parser.add_argument("--knn_backend", choices=("torch", "faiss"), default="torch",

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_stats", action="store_true",
                         help="print dataset statistics (items, images per item, types, sizes, skipped "
                              "files, the train/eval split), then run; with --prepare_only, the statistics alone")
+    parser.add_argument("--accept_changed_data", action="store_true",
+                        help="continue a run whose dataset gained or lost items since it was "
+                             "trained (otherwise refused, naming what changed)")
     parser.add_argument("--prepare_only", action="store_true",
                         help="fetch/generate the dataset and build its caches, then stop (dvc's prepare stage)")
     return parser

@@ -51,7 +51,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = max(float(arr.max()), 1.0)
-        img = Image.fromarray((arr * (255.0 / top)).astype(np.uint8), "L")
+        img = Image.fromarray(np.rint(arr * (255.0 / top)).astype(np.uint8), "L")  # 254.99.. is 255
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA"):

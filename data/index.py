@@ -1,8 +1,6 @@
-"""Find every image of every item in a dataset folder and split the items.
+"""Find every image of every item in a dataset folder.
 
-A dataset is `<root>/<item>/<image>`: the folder is the label. Splitting is by item, never by
-image, so evaluation always measures retrieval of products the network has never seen (the
-original split rows 80/20 and leaked items across the split).
+A dataset is `<root>/<item>/<image>`: the folder is the label (data.splits splits by item).
 """
 from __future__ import annotations
 
@@ -107,23 +105,3 @@ def _is_safe_image(file: Path, real_root: Path) -> bool:
 def _inside(path: Path, real_root: Path) -> bool:
     """Whether ``path``, after following symlinks, lies inside ``real_root``."""
     return not path.is_symlink() or path.resolve().is_relative_to(real_root)
-
-
-def split_by_item(index: DatasetIndex, eval_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the train and eval images, split by item with a seeded shuffle.
-
-    Splitting items (not images) means no eval item is ever trained on.
-    """
-    if not 0.0 < eval_fraction < 1.0:
-        raise UserError(f"--eval_fraction {eval_fraction}: must be between 0 and 1 (e.g. 0.2)")
-    num_items = len(index.items)
-    if num_items < 3:
-        raise UserError(f"{index.root}: only {num_items} item folder(s) with readable images; at "
-                        "least 3 are needed to train on some items and evaluate on others")
-    num_eval = min(num_items - 2, max(1, round(num_items * eval_fraction)))
-    order = np.random.default_rng(seed).permutation(num_items)
-    is_eval = np.zeros(num_items, dtype=bool)
-    is_eval[order[:num_eval]] = True
-    image_is_eval = is_eval[index.labels]
-    return np.flatnonzero(~image_is_eval), np.flatnonzero(image_is_eval)

@@ -17,6 +17,9 @@ DATA_SETTINGS = (
             help="fraction of items held out for evaluation"),
     Setting(("--split_seed",), default=0, type=int, group=GROUP, param="data.split_seed",
             help="seed of the item split; keep it fixed so evaluation never sees trained items"),
+    Setting(("--data_seed",), default=0, type=int, group=GROUP, param="data.data_seed",
+            help="seed of the built-in synthetic dataset (apart from --seed, so seed studies train "
+                 "on the same data)"),
     Setting(("--split",), default=None, group=GROUP, param="data.split",
             help="for pre-split archives: which split to evaluate on (val, eval, test)"),
 )

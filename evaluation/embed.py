@@ -1,4 +1,9 @@
-"""Embed every image of a set, in order, for retrieval metrics and figures."""
+"""Embed every image of a set, in order, for retrieval metrics, galleries and photo queries.
+
+Every embedding that is compared with another one (metrics, a saved gallery index, a query photo)
+comes from `embed`, in float32 with TF32 off, so one checkpoint gives the same neighbours on every
+device and a query is never compared with a gallery embedded at another precision.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +29,8 @@ def embed(model: nn.Module, image_set: ImageBatches, batch_size: int = 256,
     """(N, emb_dim) float32 CPU embeddings of the set's images, row i for image i.
 
     Runs in eval mode (batch norm uses its running statistics, dropout is off, so an image's
-    embedding does not depend on its batch) without autograd, in bf16/fp16 autocast on CUDA. The
+    embedding does not depend on its batch) without autograd, in float32 on every device (no
+    autocast, TF32 off even where training enabled it). The
     model is moved to `device`; each module's train/eval mode is restored afterwards, because
     training evaluates between epochs and a frozen backbone may sit in eval mode on purpose.
     uint8 pixels travel to the device and become floats there (a quarter of the transfer), and
@@ -33,7 +39,7 @@ def embed(model: nn.Module, image_set: ImageBatches, batch_size: int = 256,
     device = torch.device(device)
     model.to(device)
     chunks = []
-    with _eval_mode(model), torch.inference_mode(), _autocast(device):
+    with _eval_mode(model), torch.inference_mode(), _full_precision():
         for rows in _batches(len(image_set), batch_size):
             pixels = torch.from_numpy(np.ascontiguousarray(image_set.batch(rows)))
             chunks.append(model(to_tensor(pixels.to(device, non_blocking=True))).float())
@@ -61,9 +67,31 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Half-precision autocast on CUDA (bf16 where supported); full precision elsewhere."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+@contextlib.contextmanager
+def _full_precision() -> Iterator[None]:
+    """float32 maths inside: autocast off and TF32 off for matmuls and cuDNN, restored after."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def embed_photos(model: nn.Module, photos: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(Q, emb_dim) float32 embeddings of decoded photos ((Q, S, S, 3) uint8), through `embed`."""
+    return embed(model, _Photos(photos), device=device)
+
+
+class _Photos:
+    """Decoded photos seen as an `ImageBatches`."""
+
+    def __init__(self, photos: np.ndarray):
+        self._photos = photos
+
+    def __len__(self) -> int:
+        return len(self._photos)
+
+    def batch(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        return self._photos[np.asarray(indices, dtype=np.int64)]

@@ -421,10 +421,11 @@ def render_query_page(
     out_path: Path | None,
     title: str = "Closest images to your photos",
     fallback_dir: Path = DEFAULT_FIG_DIR,
+    fallback_name: str = "queries.png",
 ) -> Path | None:
     """One page for the user's own photos ((Q, S, S, 3) uint8): each beside its closest gallery
     images, labelled with item and distance. Saved to ``out_path``, or shown when it is None
-    (saved as ``fallback_dir/queries.png`` without a display). Returns the saved path or None.
+    (saved as ``fallback_dir/fallback_name`` without a display). Returns the saved path or None.
     """
     neighbour_idx, neighbour_dist = np.asarray(neighbour_idx), np.asarray(neighbour_dist)
     _check_rows(len(query_images), neighbour_idx, neighbour_dist)
@@ -432,7 +433,7 @@ def render_query_page(
         raise ValueError(f"{len(query_names)} names for {len(query_images)} query images")
     if len(query_images) == 0:
         return None
-    name = "queries.png" if out_path is None else out_path.name
+    name = fallback_name if out_path is None else out_path.name
     page = (name, lambda: draw_page(
         photo_rows(query_images, query_names, image_set, neighbour_idx, neighbour_dist), title))
     paths = _deliver([page], None if out_path is None else out_path.parent, fallback_dir)

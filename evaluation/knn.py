@@ -208,3 +208,58 @@ def _pack(sq_dists: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def _unpack(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (keys >> 32).to(torch.int32).view(torch.float32), keys & 0xFFFFFFFF
+
+
+def search(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`Searcher(gallery).search(queries, k)`, for a gallery searched once."""
+    return Searcher(gallery).search(queries, k)
+
+
+REFINE_SPARE = 8  # extra candidates per query whose exact distances may reorder the top k
+
+
+class Searcher:
+    """Exact k nearest gallery rows of queries that are not in the gallery (photo search, the
+    query/gallery protocol), so nothing is excluded.
+
+    The gallery side of the matrix-product form is prepared once, so each later query costs one
+    (Q, D+1) x (D+1, N) product and a top-k. Candidates (REFINE_SPARE more than asked, or from
+    `faiss_index`, a faiss index over the same gallery) then get their distances recomputed
+    directly as ||q - g|| and are sorted by (distance, gallery index): an identical image is at
+    distance 0.0 exactly and ties are broken by index, as in `knn`.
+    """
+
+    def __init__(self, gallery: torch.Tensor, faiss_index: object | None = None):
+        self.gallery = _as_float32(gallery)
+        self.faiss_index = faiss_index
+        self._offset = self.gallery.mean(0).round() if len(self.gallery) else None  # as `_centred`
+        self._columns = None if faiss_index is not None or self._offset is None else self._prepare()
+
+    def _prepare(self) -> torch.Tensor:
+        centred = self.gallery - self._offset
+        return torch.cat([-2.0 * centred, centred.square().sum(1, keepdim=True)], 1).T.contiguous()
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances (Q, k) and gallery indices (Q, k) of each query's k nearest, k clipped to N."""
+        q, n = _as_float32(queries), self.gallery.shape[0]
+        k = min(k, n)
+        if k < 1 or q.shape[0] == 0:
+            return q.new_zeros(q.shape[0], max(k, 0)), torch.zeros(q.shape[0], max(k, 0), dtype=torch.int64)
+        depth = min(k + REFINE_SPARE, n)
+        if self.faiss_index is not None:
+            candidates = torch.from_numpy(self.faiss_index.search(q.cpu().numpy(), depth)[1]).to(torch.int64)
+        else:
+            candidates = self._candidates(q, depth)
+        exact = (q[:, None, :] - self.gallery[candidates]).norm(dim=2)
+        dists, indices = _unpack(_pack(exact, candidates).sort(dim=1).values)
+        return dists[:, :k].contiguous(), indices[:, :k].contiguous()
+
+    def _candidates(self, q: torch.Tensor, depth: int) -> torch.Tensor:
+        """Each query's `depth` nearest by the matrix-product form, a block of queries at a time."""
+        rows_per_chunk = _chunk_rows(self.gallery.shape[0], None)
+        found = []
+        for start in range(0, q.shape[0], rows_per_chunk):
+            block = q[start:start + rows_per_chunk] - self._offset
+            partial = torch.cat([block, block.new_ones(len(block), 1)], 1) @ self._columns
+            found.append(partial.topk(depth, dim=1, largest=False).indices)
+        return torch.cat(found)

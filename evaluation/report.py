@@ -22,11 +22,16 @@ def metric_rows(k: int) -> list[tuple[str, str]]:
                    ("map@r", "MAP@R"), ("r_precision", "R-precision")]
 
 
-def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int) -> str:
+MIN_ITEMS, MIN_QUERIES = 10, 50  # below either, a table's percentages are mostly noise
+
+
+def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int,
+                         num_items: int | None = None) -> str:
     """One column per model, one row per metric, values in percent.
 
     Models side by side make the comparison with the `simple` baseline the first thing a reader
-    sees; the query counts underneath say what the percentages are of.
+    sees; the query counts underneath say what the percentages are of, and a warning line follows
+    when there are fewer than 10 evaluation items (``num_items``) or 50 queries.
     """
     names = list(results)
     width = max(12, *(len(n) + 2 for n in names))
@@ -38,6 +43,11 @@ def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int) -> 
         lines.append(f"{label:<14}{cells}")
     counts = "".join(f"{results[n].get('num_queries', '-'):>{width}}" for n in names)
     lines.append(f"{'queries':<14}{counts}")
+    queries = min((int(r.get("num_queries", 0)) for r in results.values()), default=0)
+    if queries < MIN_QUERIES or (num_items is not None and num_items < MIN_ITEMS):
+        items = "" if num_items is None else f"{num_items} items, "
+        lines.append(f"warning: only {items}{queries} queries: too few for these numbers to mean "
+                     f"much (want at least {MIN_ITEMS} items and {MIN_QUERIES} queries)")
     return "\n".join(lines)
 
 

@@ -1,14 +1,19 @@
 """Weights zips: one run folder, zipped, to publish (`pack_run`) and to fetch (`install_run`).
 
 A weights zip holds `<run folder name>/<epoch>.pth` plus the run's `training_stats.csv` and
-`hparams.json`. Installing extracts it safely (data.archive), finds the run inside and moves it
-into `--save_dir`, never over a different run that is already there.
+`hparams.json`. `last.pth` and `best.pth` are usually byte copies of a numbered checkpoint (the
+trainer writes the same bytes to each), so each checkpoint is packed once: such a copy travels as
+a line of `checkpoint_aliases.json` and is re-created on install. Installing extracts the zip
+safely (data.archive), finds the run inside and moves it into `--save_dir`, never over a
+different run that is already there.
 """
 from __future__ import annotations
 
 import filecmp
 import hashlib
+import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,8 +24,10 @@ from common.errors import UserError
 from data.archive import safe_extract
 from data.download import download
 from models import MODEL_NAMES
-from training.checkpoints import available_epochs, load_checkpoint
+from training.checkpoints import BEST, LAST, available_epochs, checkpoint_path, has_checkpoints, load_checkpoint
 
+ALIASES_FILE = "checkpoint_aliases.json"
+_NUMBERED = re.compile(r"^\d+\.pth$")
 DEFAULT_WEIGHTS_URL = ("https://drive.google.com/u/0/uc?id=1bTp1vVcAyi4dhTxr_WGKPqTVPrTIM0gB"
                        "&export=download&confirm=t")
 
@@ -28,22 +35,61 @@ DEFAULT_WEIGHTS_URL = ("https://drive.google.com/u/0/uc?id=1bTp1vVcAyi4dhTxr_WGK
 def pack_run(run_dir: Path, out_zip: Path) -> Path:
     """Zip `run_dir` as `<run name>/...` (checkpoints, stats, hparams; no locks or temp files)."""
     run_dir = Path(run_dir)
-    if not available_epochs(run_dir):
-        raise UserError(f"{run_dir}: no <epoch>.pth checkpoints to pack; train it first")
+    if not has_checkpoints(run_dir):
+        raise UserError(f"{run_dir}: no checkpoints to pack; train it first")
     out_zip = Path(out_zip)
     if out_zip.is_dir():
         raise UserError(f"--export_weights {out_zip}: is a folder; give the zip file to write, "
                         f"e.g. {out_zip / (run_dir.name + '.zip')}")
     out_zip.parent.mkdir(parents=True, exist_ok=True)
 
+    aliases = _copies(run_dir)
+
     def write_zip(handle: BinaryIO) -> None:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(run_dir.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
+                if path.is_file() and not path.name.startswith(".") and path.name not in aliases:
                     archive.write(path, f"{run_dir.name}/{path.name}")
+            if aliases:
+                archive.writestr(f"{run_dir.name}/{ALIASES_FILE}", json.dumps(aliases, indent=2))
 
     atomic_write(out_zip, write_zip)  # a failed or interrupted export leaves no half-written zip
     return out_zip
+
+
+def _copies(run_dir: Path) -> dict[str, str]:
+    """{"last.pth": "50.pth", ...}: alias files that are byte copies of another checkpoint."""
+    numbered = [checkpoint_path(run_dir, e) for e in available_epochs(run_dir)]
+    aliases: dict[str, str] = {}
+    for name in (LAST, BEST):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        kept = [p for p in numbered if p.stat().st_size == path.stat().st_size
+                and filecmp.cmp(p, path, shallow=False)]
+        if kept:
+            aliases[name] = kept[0].name
+        else:
+            numbered.append(path)  # best.pth may copy a last.pth that has no numbered twin
+    return aliases
+
+
+def _restore_copies(run: Path, archive: Path) -> None:
+    """Re-create the alias files a packed run lists in checkpoint_aliases.json."""
+    listing = run / ALIASES_FILE
+    if not listing.is_file():
+        return
+    try:
+        aliases = json.loads(listing.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        aliases = None
+    for alias, original in (aliases.items() if isinstance(aliases, dict) else [(None, None)]):
+        if alias not in (LAST, BEST) or not isinstance(original, str) or \
+                not (_NUMBERED.match(original) or original == LAST) or not (run / original).is_file():
+            raise UserError(f"{archive}: {ALIASES_FILE} does not name last.pth/best.pth copies of "
+                            "checkpoints in the zip; re-export the run with --export_weights")
+        shutil.copyfile(run / original, run / alias)
+    listing.unlink()
 
 
 def fetch_run(url: str, save_dir: Path, progress: bool = True) -> Path:
@@ -63,6 +109,7 @@ def install_run(archive: Path, save_dir: Path) -> Path:
     try:
         safe_extract(Path(archive), staging)
         run = _find_run(staging, archive)
+        _restore_copies(run, Path(archive))
         _check_architecture(run, archive)
         return _move_into_place(run, save_dir / run.name)
     finally:
@@ -70,7 +117,7 @@ def install_run(archive: Path, save_dir: Path) -> Path:
 
 
 def _find_run(folder: Path, archive: Path) -> Path:
-    runs = sorted({p.parent for p in folder.rglob("*.pth") if available_epochs(p.parent)})
+    runs = sorted({p.parent for p in folder.rglob("*.pth") if has_checkpoints(p.parent)})
     if len(runs) != 1:
         found = "no run folder" if not runs else f"{len(runs)} run folders"
         raise UserError(f"{archive}: holds {found} (a folder with <epoch>.pth checkpoints); "

@@ -1,4 +1,4 @@
-"""What `python evaluate.py` does: find and load a run, embed the gallery, metrics, figures.
+"""What `python evaluate.py` does: find and load a run, index the gallery, search or score it.
 
 Kept out of evaluate.py so tests call it with an argparse Namespace instead of going through argv.
 """
@@ -14,50 +14,59 @@ from torch import nn
 
 from common.errors import UserError
 from data.dataset import ImageSet
-from data.decode import UnreadableImage, decode_image
-from data.index import printable
+from data.identity import safe_name
 from data.settings import DATA_SETTINGS
-from data.sources import locate_dataset
-from data.splits import describe_skipped, load_splits
-from data.tensors import to_tensor
 from evaluation.embed import embed
-from evaluation.figures import PhotoFiles, check_show_nums, render_pages, render_query_page, select_queries
+from evaluation.figures import PhotoFiles, check_show_nums, render_pages, select_queries
+from evaluation.gallery import Gallery, choose_gallery, concat_sets, dataset_root
+from evaluation.gallery_index import GalleryIndex, embed_unsaved, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
+from evaluation.protocol import QueryGallery, query_gallery_retrieval
 from evaluation.report import format_metrics_table
 from evaluation.reports import write_reports
+from evaluation.results import results_format
+from evaluation.search import run_search
 from evaluation.weights import fetch_run, pack_run
 from models import build_model
 from training.checkpoints import load_weights
 from training.distributed import pick_device
 from training.options import config_from_args, model_kwargs
 from training.run_list import format_runs_table, list_runs
-from training.runs import run_name
+from training.runs import find_run_folders, read_hparams, run_folder
 from training.workflow import cache_dir
 
-EVALUATE_SPLITS = ("test", "val", "eval")  # evaluate.py prefers test, else val (DESIGN.md)
+# Inside the run folder, hidden: weights zips (--export_weights) and run comparisons skip it.
+INDEX_FOLDER = ".index"
 
 
 def find_run_dir(args: argparse.Namespace, model: nn.Module) -> Path:
-    """The run folder: --run_dir, a downloaded run, or the one the hyperparameter flags name."""
+    """The run folder: --run_dir, a downloaded run, or the one the dataset and hyperparameter
+    flags name (``<save_dir>/<dataset>/<run>``, else a run from before runs were bound to their
+    dataset, ``<save_dir>/<run>``)."""
     save_dir = Path(args.save_dir)
     if args.download_weights:
         return fetch_run(args.weights_url, save_dir)
     if args.run_dir:
         run_dir = Path(args.run_dir)
     else:
-        run_dir = save_dir / run_name(type(model).__name__, config_from_args(args, args.model, model))
+        config = config_from_args(args, args.model, model)
+        dataset = safe_name(dataset_root(args).resolve().name)
+        run_dir = run_folder(save_dir, type(model).__name__, config, dataset)
+        legacy = run_folder(save_dir, type(model).__name__, config, None)
+        if not run_dir.is_dir() and legacy.is_dir():
+            run_dir = legacy
     if not run_dir.is_dir():
-        runs = sorted(p.name for p in save_dir.glob("*_LR_*") if p.is_dir()) if save_dir.is_dir() else []
+        runs = [p.relative_to(save_dir).as_posix() for p in find_run_folders(save_dir)]
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
-                        "pipeline.py, pass the hyperparameters it was trained with, or --run_dir"
-                        + _only_run_hint(args, save_dir, runs, type(model).__name__))
+                        "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
+                        "--run_dir" + _only_run_hint(args, save_dir, runs, type(model).__name__))
     return run_dir
 
 
 def _only_run_hint(args: argparse.Namespace, save_dir: Path, runs: list[str], model_class: str) -> str:
     """When the model has exactly one run, the command that evaluates it, ready to paste."""
-    mine = [name for name in runs if name.startswith(f"{model_class}_LR_")]
+    mine = [name for name in runs if Path(name).name.startswith(f"{model_class}_LR_")]
     if len(mine) != 1:
         return ""
     command = ["python", "evaluate.py", "--model", args.model, "--run_dir", str(save_dir / mine[0])]
@@ -69,53 +78,74 @@ def _only_run_hint(args: argparse.Namespace, save_dir: Path, runs: list[str], mo
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
-    """Load the model (and checkpoint), evaluate on the held-out set, then the figures asked for."""
+    """Load the model (and checkpoint), then search --query photos or score the gallery."""
     if args.list_runs:
         print(format_runs_table(list_runs(Path(args.save_dir))))
         return {}
+    if args.results and not args.query:
+        raise UserError(f"--results {args.results}: search results exist only with --query; add "
+                        "--query PHOTO, or use --reports_dir for the metrics")
+    if args.results:
+        results_format(Path(args.results))
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args))
-    label, run_dir, epoch = args.model, None, None
+    label, run_label, run_dir, recorded, epoch = args.model, args.model, None, None, None
     if model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
             print(f"packed {run_dir} into {pack_run(run_dir, Path(args.export_weights))}")
             return {}
-        epoch = load_weights(model, run_dir, args.model, args.checkpoint).epoch
+        checkpoint = load_weights(model, run_dir, args.model, args.checkpoint)
+        epoch = checkpoint.epoch
         label = f"{args.model} (epoch {epoch} of {run_dir})"
+        run_label = f"{run_dir.name}, epoch {epoch}"
+        recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
     model.to(device)
-    gallery = load_gallery(args, model.input_size)
+    gallery = choose_gallery(args, model.input_size, run_dir, recorded)
     if args.show_nums is not None and not (args.no_figures or args.query):
-        check_show_nums(args.show_nums, len(gallery))
-    embeddings = embed(model, gallery, device=device)
+        target = gallery.target
+        check_show_nums(args.show_nums, len(target.query if isinstance(target, QueryGallery) else target))
+    if args.query:  # metrics write no index: a run folder (a DVC stage's input) stays unchanged
+        index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
+        index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
+    else:
+        index = embed_unsaved(model, gallery.images, device)
     if args.save_embeddings:
-        save_embeddings(Path(args.save_embeddings), embeddings, gallery)
+        save_embeddings(Path(args.save_embeddings), index)
     if args.query:
-        show_query_results(args, model, device, gallery, embeddings)
+        run_search(args, model, device, gallery, index, run_label, figure_dir(args, "query"))
         return {}
-    retrieval = evaluate_retrieval(embeddings, gallery.labels, k=args.num_neighbours,
-                                   backend=args.knn_backend)
+    return score_gallery(args, model, device, gallery, index, label, run_dir, epoch)
+
+
+def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
+                  index: GalleryIndex, label: str, run_dir: Path | None,
+                  epoch: int | None = None) -> dict[str, float]:
+    """Metrics of the gallery (query -> gallery for that layout), then reports and figures."""
+    k, target = args.num_neighbours, gallery.target
+    if isinstance(target, QueryGallery):
+        retrieval = query_gallery_retrieval(embed(model, target.query, device=device), index.tensor(),
+                                            target.query_labels(), target.gallery.labels, k)
+        print(f"{label}: {len(target.query)} query images against {len(target.gallery)} gallery "
+              f"images ({len(target.items)} items)")
+    else:
+        retrieval = evaluate_retrieval(index.tensor(), target.labels, k=k, backend=args.knn_backend)
+        print(f"{label}: retrieval on {len(target)} images of {len(target.items)} {gallery.scope}")
     metrics = retrieval.metrics
-    print(f"{label}: retrieval on {len(gallery)} images of {len(gallery.items)} held-out items")
-    print(format_metrics_table({args.model: metrics}, args.num_neighbours))
+    print(format_metrics_table({args.model: metrics}, k, num_items=len(target.items)))
     if args.reports_dir:
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
-                                embeddings=embeddings, image_set=gallery, projection=args.projection)
+                                embeddings=index.tensor(), image_set=gallery.images,
+                                projection=args.projection)
         print(f"reports written: {', '.join(str(p) for p in written.values())}")
-    if not args.no_figures:
-        show_figures(args, gallery, retrieval, run_dir, epoch)
+    if args.no_figures:
+        return metrics
+    if isinstance(target, QueryGallery):
+        both = concat_sets([target.query, target.gallery], target.query.index.root.parent)
+        show_figures(args, both, retrieval, run_dir, epoch, gallery_start=len(target.query))
+    else:
+        show_figures(args, target, retrieval, run_dir, epoch)
     return metrics
-
-
-def load_gallery(args: argparse.Namespace, size: int) -> ImageSet:
-    """The evaluation split of the dataset, decoded at the model's input size."""
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed)
-    splits = load_splits(root, size, cache_dir(args.dataset_dir), eval_fraction=args.eval_fraction,
-                         split_seed=args.split_seed, big_ims=args.big_ims)
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
-    return splits.pick_eval(EVALUATE_SPLITS, args.split)
 
 
 def figure_root(args: argparse.Namespace) -> Path:
@@ -140,68 +170,40 @@ def _case_label(args: argparse.Namespace) -> str:
     return f"nums_{nums}" + (f"_and_{len(args.show_nums) - 8}_more" if len(args.show_nums) > 8 else "")
 
 
-def show_figures(args: argparse.Namespace, gallery: ImageSet, retrieval: Retrieval,
-                 run_dir: Path | None, epoch: int | None) -> None:
+def show_figures(args: argparse.Namespace, images: ImageSet, retrieval: Retrieval,
+                 run_dir: Path | None, epoch: int | None, gallery_start: int = 0) -> None:
     """Pages of queries beside their nearest images, filtered by --show_case / --show_nums.
 
-    Each image is read from its photo file at the page's display size (PhotoFiles), not from
-    the model-input-size cache, which at 64 px looks blurred on a page."""
+    `gallery_start` 0: every image queries the others (leave-one-out). Otherwise rows before it
+    are the queries and rows from it the gallery that `retrieval`'s indices point into. Each
+    image is read from its photo file at the page's display size (PhotoFiles), not from the
+    model-input-size cache, which at 64 px looks blurred on a page.
+    """
     k = args.num_neighbours  # the metrics' search went at least this deep
     dists = retrieval.distances[:, :k].cpu().numpy()
-    idx = retrieval.indices[:, :k].cpu().numpy()
-    labels = np.asarray(gallery.labels)
-    queryable = np.bincount(labels)[labels] >= 2
+    idx = retrieval.indices[:, :k].cpu().numpy() + gallery_start
+    labels = np.asarray(images.labels)
+    query_labels = labels[:gallery_start or len(labels)]
+    in_gallery = np.bincount(labels[gallery_start:], minlength=len(images.items))[query_labels]
+    queryable = in_gallery >= (1 if gallery_start else 2)  # another image of its item to find
     limit = None if args.num_pages == 0 else args.num_disp * args.num_pages
-    rows = select_queries(labels[idx], labels, args.show_case, args.show_nums, limit, queryable)
+    rows = select_queries(labels[idx], query_labels, args.show_case, args.show_nums, limit, queryable)
     if len(rows) == 0:
         print(f"no query matches --show_case {args.show_case}; nothing to draw")
         return
     out = pages_dir(args, run_dir, epoch)
     source = f"{run_dir.name}, epoch {epoch}" if run_dir is not None else "untrained"
     case = "chosen queries" if args.show_nums is not None else f"{args.show_case} cases"
-    pages = render_pages(PhotoFiles(gallery), rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
+    pages = render_pages(PhotoFiles(images), rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
                          out_dir=out if args.save_fig else None, fallback_dir=out,
                          title=f"{args.model} ({source}): {case}")
     if args.save_fig:
         print(f"saved {len(pages)} figure page(s) of {len(rows)} queries to {out}/")
 
 
-def show_query_results(args: argparse.Namespace, model: nn.Module, device: torch.device,
-                       gallery: ImageSet, embeddings: torch.Tensor) -> None:
-    """Embed the user's photos and show their nearest gallery images."""
-    photos = np.stack([_read_photo(Path(p), model.input_size) for p in args.query])
-    with torch.inference_mode():
-        model.eval()
-        queries = model(to_tensor(photos).to(device)).float().cpu()
-    dists, idx = nearest(queries, embeddings, args.num_neighbours)
-    for path, d, i in zip(args.query, dists, idx):
-        closest = ", ".join(f"{gallery.items[gallery.labels[j]]} ({dist:.3f})" for j, dist in zip(i, d))
-        print(f"{path}: {closest}")
-    out = figure_dir(args, "query") / "queries.png"
-    names = [printable(Path(p).name) for p in args.query]
-    saved = render_query_page(photos, names, gallery, idx, dists,
-                              out_path=out if args.save_fig else None, fallback_dir=out.parent)
-    if args.save_fig:
-        print(f"saved the query figure to {saved}")
-
-
-def nearest(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest gallery rows of a few query embeddings, ties broken by gallery index."""
-    dists = torch.cdist(queries.float(), gallery.float())
-    order = np.argsort(dists.numpy(), axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dists.numpy(), order, axis=1), order
-
-
-def _read_photo(path: Path, size: int) -> np.ndarray:
-    try:
-        return decode_image(path, size)
-    except UnreadableImage as err:
-        raise UserError(f"--query {path}: not a readable image ({err})") from err
-
-
-def save_embeddings(path: Path, embeddings: torch.Tensor, gallery: ImageSet) -> None:
+def save_embeddings(path: Path, index: GalleryIndex) -> None:
     """An .npz with embeddings (N, D), the image paths and their item names, for reuse elsewhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    items = np.asarray([gallery.items[label] for label in gallery.labels])
-    np.savez(path, embeddings=embeddings.numpy(), paths=np.asarray(gallery.paths), items=items)
-    print(f"saved {len(gallery)} embeddings to {path}")
+    np.savez(path, embeddings=np.asarray(index.embeddings), paths=np.asarray(index.paths),
+             items=np.asarray(index.items))
+    print(f"saved {len(index)} embeddings to {path}")

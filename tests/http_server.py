@@ -31,6 +31,8 @@ class Route:
     drop_first: the first N requests get half of the body, then the connection is closed.
     fail_first: the first N requests get 500 before normal service resumes.
     stall: seconds to wait before answering (or, with stall_midway, after half the body).
+    misresume: answer a Range request from this many bytes before the offset asked for, saying so
+    in Content-Range (a buggy proxy or a file that changed between requests).
     """
 
     body: bytes = b""
@@ -41,6 +43,7 @@ class Route:
     fail_first: int = 0
     stall: float = 0.0
     stall_midway: bool = False
+    misresume: int = 0
 
     @classmethod
     def html(cls, body: bytes = HTML_PAGE, content_type: str = "text/html; charset=utf-8") -> Route:
@@ -182,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _range_start(self, route: Route) -> int:
         """Only `bytes=N-` is supported: that is what a resuming client sends."""
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "").strip())
-        return int(match.group(1)) if route.ranges and match else 0
+        return max(int(match.group(1)) - route.misresume, 0) if route.ranges and match else 0
 
     def _send_status(self, code: int, headers: dict[str, str] | None = None) -> None:
         body = b"" if code == 416 else f"error {code}\n".encode()

@@ -47,7 +47,6 @@ import evaluate
 import pipeline
 import training.trainer as trainer_module
 from common.cli import run_main
-from common.errors import UserError
 from data.download import download
 from tests.datasets import make_dataset
 from tests.http_server import Route, closed_port_url
@@ -92,12 +91,12 @@ class Env:
     trained: Trained
 
     def pipeline(self, *argv: object) -> Result:
-        return self._run(pipeline.main, argv)
+        return self.run(pipeline.main, argv)
 
     def evaluate(self, *argv: object) -> Result:
-        return self._run(evaluate.main, argv)
+        return self.run(evaluate.main, argv)
 
-    def _run(self, main: Callable, argv: tuple) -> Result:
+    def run(self, main: Callable, argv: tuple) -> Result:
         """As `python <front end> argv` would: argparse exits, a stray exception prints a traceback."""
         self.capsys.readouterr()
         with warnings.catch_warnings(record=True) as caught:
@@ -132,7 +131,10 @@ class Env:
 
     @property
     def run_dir(self) -> Path:
-        return self.tmp / "models" / RUN_NAME
+        """The row's run folder, ``models/<dataset>/<run>`` (the shared dataset's unless a row
+        trained on another one)."""
+        found = sorted((self.tmp / "models").glob(f"*/{RUN_NAME}"))
+        return found[0] if len(found) == 1 else self.tmp / "models" / self.trained.dataset.name / RUN_NAME
 
 
 def files_in(folder: Path | str) -> dict[str, tuple[int, int]]:
@@ -274,7 +276,9 @@ def stats_epochs(run_dir: Path) -> list[int]:
 
 
 def checkpoints(run_dir: Path) -> list[str]:
-    return sorted((p.name for p in run_dir.glob("*.pth")), key=lambda name: int(name.split(".")[0]))
+    """The numbered checkpoints (not last.pth / best.pth), in epoch order."""
+    numbered = [p.name for p in run_dir.glob("*.pth") if p.stem.isdigit()]
+    return sorted(numbered, key=lambda name: int(name.split(".")[0]))
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -502,14 +506,15 @@ def disk_full_downloading(env: Env) -> Result:
 
 
 def wrong_checksum(env: Env) -> Result:
-    """No flag takes a checksum (the UoB link publishes none), so this row calls the library."""
+    """No flag takes a checksum (the UoB link publishes none), so the library call runs under the
+    front ends' own error handler (common.cli.run_main), which prints what a user would see."""
     server = env.serve({"/shop.zip": b"the file changed upstream"})
     dest = env.tmp / "data" / "shop.zip"
-    try:
+
+    def fetch(argv: list[str]) -> int:
         download(server.url("/shop.zip"), dest, sha256="0" * 64, progress=False, **FAST_DOWNLOAD)
-    except UserError as err:
-        return Result(2, "", f"error: {err}\n")
-    return Result(0, "", "")
+        return 0
+    return env.run(fetch, ())
 
 
 def no_file_under_its_name(env: Env, result: Result) -> None:
@@ -564,11 +569,17 @@ def no_code_ran(env: Env, result: Result) -> None:
     assert result.noted["marker"].read_text() == "code ran"
 
 
+def truncate_newest(env: Env) -> None:
+    """Damage both files that hold epoch 2 (2.pth and last.pth), leaving 1.pth the newest good."""
+    for name in ("2.pth", "last.pth"):
+        newest = env.run_dir / name
+        newest.write_bytes(newest.read_bytes()[:1000])
+
+
 def truncated_checkpoint(latest: bool) -> Callable[[Env], Result]:
     def act(env: Env) -> Result:
         argv = env.own_run()
-        newest = env.run_dir / "2.pth"
-        newest.write_bytes(newest.read_bytes()[:1000])
+        truncate_newest(env)
         epoch = [] if latest else ["--checkpoint", "2"]
         return env.evaluate("--model", "simple_net", "--no_figures", *epoch, *argv)
     return act
@@ -576,8 +587,7 @@ def truncated_checkpoint(latest: bool) -> Callable[[Env], Result]:
 
 def resume_past_truncated_checkpoint(env: Env) -> Result:
     argv = env.own_run()
-    newest = env.run_dir / "2.pth"
-    newest.write_bytes(newest.read_bytes()[:1000])
+    truncate_newest(env)
     return env.pipeline("-m", "simple_net", "--epochs", "3", "--save_every", "1", *argv)
 
 
@@ -602,8 +612,8 @@ def run_kept_intact(env: Env, result: Result) -> None:
 
     (A row for the failed epoch may follow; resuming drops rows past the newest checkpoint.)
     """
-    original = env.trained.save_dir / RUN_NAME
-    for name in ("1.pth", "2.pth"):
+    original = env.trained.save_dir / env.trained.dataset.name / RUN_NAME
+    for name in ("1.pth", "2.pth", "last.pth"):
         assert (env.run_dir / name).read_bytes() == (original / name).read_bytes(), name
     assert stats_epochs(env.run_dir)[:3] == stats_epochs(original) == [0, 1, 2]
     assert checkpoints(env.run_dir) == ["1.pth", "2.pth"] and leftovers(env.run_dir) == []
@@ -689,8 +699,9 @@ def first_run_unharmed(env: Env, result: Result) -> None:
 
 
 def killed_during_an_epoch(env: Env) -> Result:
-    """SIGKILL right after epoch 3's line: in epoch 4, with rows 0-3 written but checkpoint 2 the
-    newest (--save_every 2); the same command must drop row 3 and train epochs 3-6 again.
+    """SIGKILL right after epoch 3's line: in epoch 4, with rows 0-3 and last.pth of epoch 3
+    written (--save_every 2: 2.pth is the newest numbered one); the same command must resume from
+    epoch 3, losing only the epoch in progress.
 
     A dataset of 180 images makes an epoch take long enough (~20 steps) that the kill always
     lands inside epoch 4, however slowly this process reads the line.
@@ -708,28 +719,34 @@ def killed_during_an_epoch(env: Env) -> Result:
 
 def resumed_without_duplicate_or_lost_epochs(env: Env, result: Result) -> None:
     assert result.noted["checkpoints"] == ["2.pth"] and result.noted["rows"] == [0, 1, 2, 3]
+    assert f"resuming {env.run_dir} from epoch 3" in result.out
     assert checkpoints(env.run_dir) == ["2.pth", "4.pth", "6.pth"]
     assert stats_epochs(env.run_dir) == list(range(7))
     assert leftovers(env.run_dir) == []
 
 
 DYING_WRITER = '''
-"""pipeline.py, except that the process SIGKILLs itself halfway through writing 3.pth."""
+"""pipeline.py, except that the process SIGKILLs itself halfway through writing the file that
+DIE_WRITING names, at epoch 3."""
 import os, signal, sys
 import training.checkpoints
 from common.cli import run_main
 import pipeline
 
 real_atomic_write = training.checkpoints.atomic_write
+last_writes = 0
 
 
 def dying_atomic_write(path, write):
+    global last_writes
     def half_then_die(f):
         write(f)
         f.truncate(f.tell() // 2)
         f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    real_atomic_write(path, half_then_die if path.name == "3.pth" else write)
+    last_writes += path.name == "last.pth"
+    dying = path.name == os.environ["DIE_WRITING"] and (path.name != "last.pth" or last_writes == 3)
+    real_atomic_write(path, half_then_die if dying else write)
 
 
 training.checkpoints.atomic_write = dying_atomic_write
@@ -737,27 +754,108 @@ sys.exit(run_main(pipeline.main))
 '''
 
 
-def killed_writing_a_checkpoint(env: Env) -> Result:
-    driver = env.tmp / "dying_pipeline.py"
-    driver.write_text(DYING_WRITER)
-    argv = fresh_training(env, epochs=4, save_every=1)
-    process = spawn(env, driver, argv)
-    process.wait(timeout=60)
-    process.stdout.close()
-    noted = {"code": process.returncode, "checkpoints": checkpoints(env.run_dir),
-             "temp": [p.name for p in env.run_dir.glob(".3.pth.*.tmp")]}
-    result = env.pipeline(*argv)
-    result.noted.update(noted)
-    return result
+def killed_writing(name: str, save_every: int) -> Callable[[Env], Result]:
+    """SIGKILL halfway through writing ``name`` at epoch 3 (3.pth, or last.pth with no 3.pth)."""
+    def act(env: Env) -> Result:
+        driver = env.tmp / "dying_pipeline.py"
+        driver.write_text(DYING_WRITER)
+        env.monkeypatch.setenv("DIE_WRITING", name)
+        argv = fresh_training(env, epochs=4, save_every=save_every)
+        process = spawn(env, driver, argv)
+        process.wait(timeout=60)
+        process.stdout.close()
+        noted = {"code": process.returncode, "checkpoints": checkpoints(env.run_dir),
+                 "temp": [p.name for p in env.run_dir.glob(f".{name}.*.tmp")]}
+        result = env.pipeline(*argv)
+        result.noted.update(noted)
+        return result
+    return act
+
+
+def resumed_from_epoch_2(env: Env, result: Result) -> None:
+    """Epoch 3 was not complete on disk, so the run resumes from epoch 2 and redoes 3 once."""
+    assert result.noted["code"] == -signal.SIGKILL and len(result.noted["temp"]) == 1  # died mid-write
+    assert f"resuming {env.run_dir} from epoch 2" in result.out
+    assert stats_epochs(env.run_dir) == [0, 1, 2, 3, 4]
+    assert leftovers(env.run_dir) == []
+    assert torch.load(env.run_dir / "last.pth", weights_only=True)["epoch"] == 4
 
 
 def resumed_from_the_last_good_checkpoint(env: Env, result: Result) -> None:
-    assert result.noted["code"] == -signal.SIGKILL and result.noted["checkpoints"] == ["1.pth", "2.pth"]
-    assert len(result.noted["temp"]) == 1  # it really died mid-write
+    resumed_from_epoch_2(env, result)
+    assert result.noted["checkpoints"] == ["1.pth", "2.pth"]
     assert checkpoints(env.run_dir) == ["1.pth", "2.pth", "3.pth", "4.pth"]
-    assert stats_epochs(env.run_dir) == [0, 1, 2, 3, 4]
-    assert leftovers(env.run_dir) == []
     torch.load(env.run_dir / "3.pth", weights_only=True)
+
+
+def resumed_from_the_previous_last(env: Env, result: Result) -> None:
+    resumed_from_epoch_2(env, result)
+    assert result.noted["checkpoints"] == ["2.pth"] and checkpoints(env.run_dir) == ["2.pth", "4.pth"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs and their data
+
+
+def changed_dataset(*extra: object) -> Callable[[Env], Result]:
+    """The shared run's dataset with one item folder added, then the same command (epochs 3)."""
+    def act(env: Env) -> Result:
+        argv = env.own_run()
+        copy = env.tmp / "shop"
+        shutil.copytree(env.trained.dataset, copy)
+        make_dataset(env.tmp / "more", num_items=13, per_item=4)
+        (env.tmp / "more" / "item_012").rename(copy / "item_012")
+        argv[argv.index("--dataset") + 1] = str(copy)
+        return env.pipeline("-m", "simple_net", "--epochs", "3", *argv, *extra)
+    return act
+
+
+def digests_of_both_datasets(env: Env, result: Result) -> None:
+    """Continued on new content, the run still lists every image it trained on before."""
+    digests = (env.run_dir / "train_images.sha1").read_text().splitlines()
+    assert any("trained on earlier data" in line or "item_012" in line for line in digests)
+    assert stats_epochs(env.run_dir) == [0, 1, 2, 3]
+
+
+def another_dataset(env: Env) -> Result:
+    argv = env.own_run()
+    other = make_dataset(env.tmp / "outlet", num_items=12, per_item=4)
+    argv[argv.index("--dataset") + 1] = str(other)
+    return env.pipeline("-m", "simple_net", "--epochs", "1", *argv)
+
+
+def own_run_folder(env: Env, result: Result) -> None:
+    """Same flags on another dataset: a new run in models/outlet/, the shop run untouched."""
+    assert "already trained" not in result.out
+    assert stats_epochs(env.tmp / "models" / "outlet" / RUN_NAME) == [0, 1]
+    assert stats_epochs(env.tmp / "models" / "shop" / RUN_NAME) == [0, 1, 2]
+
+
+def only_unseen_items_scored(env: Env, result: Result) -> None:
+    """Another split's eval items include trained ones: those are left out, the rest scored."""
+    line = next(line for line in result.out.splitlines() if "left out" in line)
+    left_out, total = (int(word) for word in line.split()[2:5:2])
+    assert 0 < left_out < total and "note:" in result.out and "another split" in result.out
+
+
+def legacy_run(env: Env) -> Result:
+    """A run folder as older versions left it: directly in save_dir, no dataset recorded."""
+    argv = env.own_run()
+    legacy = env.tmp / "models" / RUN_NAME
+    (env.tmp / "models" / "shop" / RUN_NAME).rename(legacy)
+    (legacy / "train_images.sha1").unlink()
+    hparams = json.loads((legacy / "hparams.json").read_text())
+    del hparams["data"]
+    (legacy / "hparams.json").write_text(json.dumps(hparams))
+    for path in legacy.glob("*.pth"):
+        state = torch.load(path, weights_only=True)
+        del state["data"]
+        torch.save(state, path)
+    listed = env.evaluate("--list_runs", *argv)
+    result = env.evaluate("--model", "simple_net", "--no_figures", *argv)
+    result.out = listed.out + result.out
+    assert "(dataset unknown)" in listed.out and "items (dataset unknown" in result.out
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -882,10 +980,10 @@ ROWS = [
     Row("checkpoint pickle that would run code", malicious_checkpoint, 2,
         "3.pth: refused to load: it holds Python objects", no_code_ran),
     Row("checkpoint of another architecture", evaluate_own_run("--model", "big_net", "--run_dir",
-                                                               Path("models") / RUN_NAME), 2,
+                                                               Path("models") / "shop" / RUN_NAME), 2,
         "holds a simple_net (SimpleNet) model but big_net (BigNet) was requested", run_kept_intact),
     Row("checkpoint of another embedding size", evaluate_own_run("--embedding_size", "16", "--run_dir",
-                                                                 Path("models") / RUN_NAME), 2,
+                                                                 Path("models") / "shop" / RUN_NAME), 2,
         "weights do not fit SimpleNet", run_kept_intact),
     Row("truncated .pth asked for by number", truncated_checkpoint(latest=False), 2,
         "2.pth: corrupt or unreadable checkpoint"),
@@ -893,10 +991,10 @@ ROWS = [
     Row("truncated newest .pth, resume training", resume_past_truncated_checkpoint, 0, "epoch 3/3",
         checkpoints_1_to_3_and_stats_without_gaps),
     Row("--checkpoint of a missing epoch", evaluate_own_run("--checkpoint", "7"), 2,
-        "no checkpoint for epoch 7; available epochs: 1, 2"),
+        "no checkpoint for epoch 7; available epochs: 1, 2; last.pth: 2; best.pth: 2"),
     # training faults
     Row("NaN loss", nan_loss, 2, "training diverged in epoch 3 (loss nan); nothing was saved for it and the "
-        "checkpoints (1, 2) are kept", run_kept_intact),
+        "checkpoints (1, 2; last.pth: 2; best.pth: 2) are kept", run_kept_intact),
     Row("batch size not P x K", train_own_run(2, "--batch_size", "10", "-K", "4"), 2,
         "--batch_size 10: must be P items x K=4 images"),
     Row("Ctrl-C during an epoch", ctrl_c_in_epoch, 130, "interrupted: finished checkpoints", run_kept_intact),
@@ -910,13 +1008,27 @@ ROWS = [
     Row("--export_weights names a folder", export_into_a_folder, 2,
         "--export_weights exports: is a folder; give the zip file to write, e.g. exports/" + RUN_NAME + ".zip",
         nothing_exported),
-    Row("--save_dir is a file", save_dir_is_a_file, 2, "a_file/" + RUN_NAME + ": Not a directory"),
+    Row("--save_dir is a file", save_dir_is_a_file, 2, "a_file/shop/" + RUN_NAME + ": Not a directory"),
     Row("second run on the same run folder", second_run_while_the_first_trains, 2,
         "is training this run folder; wait for it to finish", first_run_unharmed),
     Row("SIGKILL during an epoch, same command again", killed_during_an_epoch, 0, "epoch 6/6",
         resumed_without_duplicate_or_lost_epochs),
-    Row("SIGKILL while writing a checkpoint, same command again", killed_writing_a_checkpoint, 0, "epoch 4/4",
+    Row("SIGKILL while writing a checkpoint, same command again", killed_writing("3.pth", 1), 0, "epoch 4/4",
         resumed_from_the_last_good_checkpoint),
+    Row("SIGKILL while writing last.pth, same command again", killed_writing("last.pth", 2), 0, "epoch 4/4",
+        resumed_from_the_previous_last),
+    # runs and their data
+    Row("items added to a run's dataset", changed_dataset(), 2,
+        "but the data now has 1 item(s) added (item_012); pass --accept_changed_data", run_kept_intact),
+    Row("items added, --accept_changed_data", changed_dataset("--accept_changed_data"), 0,
+        "from epoch 2", digests_of_both_datasets),
+    Row("same flags on another dataset", another_dataset, 0, "epoch 1/1", own_run_folder),
+    Row("training with another --split_seed", train_own_run(3, "--split_seed", "5"), 2,
+        "another split (split seed 0, 20% held out -> split seed 5, 20% held out)", run_kept_intact),
+    Row("evaluating with another --split_seed", evaluate_own_run("--split_seed", "5"), 0,
+        "the run trained on images with the same content", only_unseen_items_scored),
+    Row("run folder from before runs recorded their data", legacy_run, 0,
+        "dataset unknown (the run recorded neither its data nor its training images)"),
     # flags
     Row("unknown model", pipeline_flags("-m", "resnet99"), 2, "invalid choice: 'resnet99'"),
     Row("zero epochs", pipeline_flags("--epochs", "0"), 2, "--epochs: 0 must be at least 1"),
@@ -926,8 +1038,8 @@ ROWS = [
     Row("unknown device", pipeline_flags("--device", "tpu"), 2, "'tpu': use auto, cpu, mps, cuda"),
     Row("--num_disp 0", evaluate_flags("--num_disp", "0"), 2, "--num_disp: 0 must be at least 1"),
     Row("negative --num_pages", evaluate_flags("--num_pages", "-1"), 2, "'-1' must be a whole number >= 0"),
-    Row("--checkpoint not a number", evaluate_flags("--checkpoint", "best"), 2,
-        "'best': use 'latest' or an epoch number"),
+    Row("--checkpoint not a number", evaluate_flags("--checkpoint", "newest"), 2,
+        "'newest': use 'latest', 'best' or an epoch number"),
     Row("--show_case typo", evaluate_flags("--show_case", "fial"), 2, "invalid choice: 'fial'"),
     Row("any error with --debug", with_debug, 1, "Traceback (most recent call last)"),
 ]

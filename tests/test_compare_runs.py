@@ -9,20 +9,23 @@ import pytest
 
 from common.cli import run_main
 from common.errors import UserError
+from data.identity import DataIdentity
 from misc.compare_runs import main, plot_runs
 from training.config import TrainConfig
 from training.run_list import format_runs_table, list_runs
 from training.runs import STATS_FILE, StatsFile, run_name, write_hparams
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = DataIdentity("synthetic", "0123456789abcdef", ["a", "b", "c"], {"eval_fraction": 0.2, "split_seed": 0})
 
 
 def make_run(save_dir: Path, scores: dict[int, float], checkpoints: list[int], **hparams) -> Path:
-    """A run folder as training leaves it: hparams.json, training_stats.csv, <epoch>.pth files."""
+    """A run folder as training leaves it: hparams.json (with its dataset), training_stats.csv,
+    <epoch>.pth files, in save_dir/<dataset>/."""
     config = TrainConfig(model="simple_net", **hparams)
-    run_dir = save_dir / run_name("SimpleNet", config)
+    run_dir = save_dir / "synthetic" / run_name("SimpleNet", config)
     run_dir.mkdir(parents=True)
-    write_hparams(run_dir, "simple_net", "SimpleNet", config)
+    write_hparams(run_dir, "simple_net", "SimpleNet", config, DATA)
     stats = StatsFile(run_dir / STATS_FILE)
     for epoch in range(max(scores) + 1):
         row = {"epoch": epoch, "mean training loss": 1.0 / (epoch + 1) if epoch else None}
@@ -51,12 +54,13 @@ def save_dir(tmp_path) -> Path:
 
 def test_list_runs_reads_every_run_folder_best_first(save_dir):
     runs = list_runs(save_dir)
-    assert [r["name"] for r in runs] == ["SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard",
-                                         "SimpleNet_LR_0.0001_decay_0.95_BS_64",
-                                         "SimpleNet_LR_0.01_decay_0.9_BS_32"]
+    assert [r["name"] for r in runs] == ["synthetic/SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard",
+                                         "synthetic/SimpleNet_LR_0.0001_decay_0.95_BS_64",
+                                         "SimpleNet_LR_0.01_decay_0.9_BS_32 (dataset unknown)"]
     best, default, original = runs
     assert (best["model"], best["lr"], best["lr_decay"], best["batch_size"]) == ("simple_net", 0.001, 0.95, 64)
     assert best["other"]["images_per_item"] == 8 and best["other"]["mining"] == "hard"
+    assert (best["dataset"], original["dataset"]) == ("synthetic", None)
     assert (best["best_score"], best["best_score_epoch"], best["best_precision_at_1"]) == (80.0, 2, 40.0)
     assert (best["last_checkpoint"], best["last_epoch"]) == (4, 4)
     assert (default["best_score"], default["best_score_epoch"], default["last_checkpoint"]) == (70.0, 2, 4)
@@ -71,7 +75,7 @@ def test_table_shows_hyperparameters_and_best_scores(save_dir):
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["model", "lr", "decay", "BS"] and set(lines[1]) == {"-"}
     assert "K=8 mining=hard" in lines[2] and "80.0%" in lines[2] and "40.0%" in lines[2]
-    assert lines[2].endswith("SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard")
+    assert lines[2].endswith("synthetic/SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard")
     assert "70.0%" in lines[3] and lines[4].split()[:2] == ["SimpleNet", "0.01"]
     assert format_runs_table([]) == "no runs"
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from tests.datasets import make_dataset
 from training.checkpoints import available_epochs
+from training.runs import find_run_folders
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,24 +51,31 @@ torch.save(model.state_dict(), out / f"weights{ctx.rank}.pt")
 '''
 
 
+def torchrun(*argv: object) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 argv...` in the repository, one thread each."""
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *map(str, argv)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_torchrun_two_processes(tmp_path: Path) -> None:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(driver), str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(driver, tmp_path)
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["grad_ok"] and ranks[1]["grad_ok"]
-    assert [line.split()[1] for line in ranks[0]["log"]] == ["0/3", "1/3", "2/3", "3/3"]
+    assert [line.split()[1] for line in ranks[0]["log"][:-1]] == ["0/3", "1/3", "2/3", "3/3"]
+    assert ranks[0]["log"][-1].startswith("saved ")
     assert ranks[1]["log"] == []
 
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert sorted(p.name for p in run_dir.iterdir()) == \
-        ["2.pth", "3.pth", "hparams.json", "training_stats.csv"]
+        ["2.pth", "3.pth", "best.pth", "hparams.json", "last.pth", "training_stats.csv"]
     assert available_epochs(run_dir) == [2, 3]
     with open(run_dir / "training_stats.csv", newline="") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
@@ -76,3 +85,19 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     for name in saved:
         assert torch.equal(weights[0][name], weights[1][name])
         assert torch.equal(weights[0][name], saved[name])
+
+
+def test_torchrun_pipeline_as_the_readme_shows(tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node=2 pipeline.py ...`: one run folder, written and printed once."""
+    shop = make_dataset(tmp_path / "shop", num_items=12, per_item=4)
+    done = torchrun("pipeline.py", "-m", "simple_net", "--epochs", "2", "--save_every", "1",
+                    "--eval_every", "1", "--batch_size", "8", "-K", "2", "--num_workers", "0",
+                    "--device", "cpu", "--dataset", shop, "--dataset_dir", tmp_path / "data",
+                    "--save_dir", tmp_path / "models")
+    epochs = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["0/2", "1/2", "2/2"], done.stdout   # rank 0 alone reports
+    assert done.stdout.count("in_any@5") == 1
+    (run_dir,) = find_run_folders(tmp_path / "models")
+    assert available_epochs(run_dir) == [1, 2]
+    with open(run_dir / "training_stats.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]

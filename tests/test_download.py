@@ -62,6 +62,26 @@ def test_complete_part_file_answered_416_is_finished_without_refetching(http_ser
     assert dest.read_bytes() == BODY and len(server.requests) == 1
 
 
+def test_resume_answered_from_the_wrong_offset_is_refetched_whole(http_server, tmp_path):
+    server = http_server({"/data.zip": Route(body=BODY, misresume=400)})
+    dest = tmp_path / "data.zip"
+    part_of(dest).write_bytes(BODY[:1000])
+    download(server.url("/data.zip"), dest, **FAST)
+    assert dest.read_bytes() == BODY  # not the 1000 bytes followed by the body from byte 600
+    assert [r.headers.get("Range") for r in server.requests] == ["bytes=1000-", None]
+
+
+@pytest.mark.parametrize("stale_size", [len(BODY) + 10, len(BODY) * 2])
+def test_stale_part_larger_than_the_file_is_replaced_not_renamed_into_place(http_server, tmp_path,
+                                                                            stale_size):
+    server = http_server({"/data.zip": BODY})
+    dest = tmp_path / "data.zip"
+    part_of(dest).write_bytes(b"x" * stale_size)  # left by an earlier, bigger version of the file
+    download(server.url("/data.zip"), dest, **FAST)
+    assert dest.read_bytes() == BODY and not part_of(dest).exists()
+    assert [r.headers.get("Range") for r in server.requests] == [f"bytes={stale_size}-", None]
+
+
 def test_checksum_mismatch_names_file_and_both_hashes_and_deletes_it(http_server, tmp_path):
     server = http_server({"/data.zip": BODY})
     dest = tmp_path / "data.zip"

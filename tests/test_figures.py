@@ -21,6 +21,7 @@ from evaluation.figures import (
     result_rows,
     select_queries,
 )
+from tests.pages import cell_colour, frame_colour, hex_rgb
 
 SIZE = 16
 
@@ -28,10 +29,6 @@ SIZE = 16
 def _colour(i: int) -> np.ndarray:
     """A colour per image index, at least 50 apart per channel from every other index's."""
     return np.array([30 + 50 * (i % 4), 30 + 50 * (i // 4 % 4), 30 + 50 * (i // 16 % 4)], np.uint8)
-
-
-def _hex_rgb(colour: str) -> np.ndarray:
-    return np.array(matplotlib.colors.to_rgb(colour)) * 255
 
 
 class ColourSet:
@@ -57,17 +54,13 @@ def image_set() -> ColourSet:
     return ColourSet([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
 
 
-def _pixel(png: Image.Image, xy: tuple[float, float]) -> np.ndarray:
-    return np.array(png.getpixel((int(xy[0]), int(xy[1]))), dtype=float)[:3]
-
-
 def _assert_cells(path: Path, expected: np.ndarray) -> None:
     """The page at ``path`` has ``expected`` (rows, cols) image indices in its cells."""
     layout = PageLayout(rows=expected.shape[0], cols=expected.shape[1])
     png = Image.open(path).convert("RGB")
     assert png.size == layout.pixel_size
     for r, c in np.ndindex(*expected.shape):
-        got = _pixel(png, layout.cell_centre_px(r, c))
+        got = cell_colour(png, layout, r, c)
         assert np.abs(got - _colour(int(expected[r, c]))).max() <= 3, (path, r, c, got)
 
 
@@ -158,9 +151,8 @@ def test_frames_are_green_for_same_item_and_red_for_others(image_set, tmp_path):
                           rows_per_page=1, out_dir=tmp_path, title="t")
     layout, png = PageLayout(rows=1, cols=3), Image.open(path).convert("RGB")
     for col, colour in [(1, SAME_COLOUR), (2, DIFF_COLOUR)]:
-        left, top, _, bottom = layout.image_box_px(0, col)
-        frame = _pixel(png, (left + 1, (top + bottom) / 2))
-        assert np.abs(frame - _hex_rgb(colour)).max() <= 8, (col, frame)
+        frame = frame_colour(png, layout, 0, col)
+        assert np.abs(frame - hex_rgb(colour)).max() <= 8, (col, frame)
 
 
 def test_zero_rows_per_page_is_a_user_error(image_set, tmp_path):
@@ -185,9 +177,9 @@ def test_query_page_shows_photos_beside_their_neighbours(image_set, tmp_path):
     layout, png = PageLayout(rows=2, cols=4), Image.open(out).convert("RGB")
     assert png.size == layout.pixel_size
     for r in range(2):
-        assert np.abs(_pixel(png, layout.cell_centre_px(r, 0)) - photos[r, 0, 0]).max() <= 3
+        assert np.abs(cell_colour(png, layout, r, 0) - photos[r, 0, 0]).max() <= 3
         for c in range(3):
-            got = _pixel(png, layout.cell_centre_px(r, c + 1))
+            got = cell_colour(png, layout, r, c + 1)
             assert np.abs(got - _colour(int(neighbours[r, c]))).max() <= 3
     assert plt.get_fignums() == []
 

@@ -1,5 +1,7 @@
 """evaluation.knn against a float64 full-matrix reference with a stable sort (ties by index)."""
 import importlib.util
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -165,3 +167,32 @@ def test_faiss_backend_matches_torch(make):
         ref_d, ref_i = knn(emb, k)
         assert torch.equal(idx, ref_i)
         torch.testing.assert_close(dists, ref_d, rtol=1e-4, atol=1e-4)
+
+
+class FakeFaiss(types.ModuleType):
+    """faiss's exhaustive index in numpy, for machines without faiss: exact squared distances,
+    with tied candidates listed highest index first (faiss's order among ties is its own), so the
+    backend's re-ranking of tied rows, which queries only those rows, runs on every machine."""
+
+    def __init__(self) -> None:
+        super().__init__("faiss")
+
+    class IndexFlatL2:
+        def __init__(self, dim: int) -> None:
+            self.data = np.empty((0, dim))
+
+        def add(self, data: np.ndarray) -> None:
+            self.data = data.astype(np.float64)
+
+        def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            sq = ((queries.astype(np.float64)[:, None] - self.data[None]) ** 2).sum(-1)
+            high_first = np.broadcast_to(-np.arange(len(self.data)), sq.shape)
+            order = np.lexsort((high_first, sq), axis=-1)[:, :k]
+            return np.take_along_axis(sq, order, 1).astype(np.float32), order.astype(np.int64)
+
+
+@pytest.mark.parametrize("make", [random_embeddings, integer_embeddings])
+def test_faiss_backend_reranks_ties_without_returning_the_query(make, monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", FakeFaiss())
+    for k in (1, 5, 199):  # up to every other row
+        assert_matches_reference(make(), k, backend="faiss", atol=1e-4)

@@ -9,10 +9,14 @@ from training.loss import pairwise_distances, triplet_loss
 MARGIN = 0.3
 
 
-def brute_force(d: torch.Tensor, labels: list[int], mining: str) -> tuple[torch.Tensor, int, int]:
-    """Reference: enumerate triplets explicitly (B^3), as the definitions say."""
+def brute_force(d: torch.Tensor, labels: list[int], mining: str,
+                rows: list[int] | None = None, margin: float = MARGIN) -> tuple[torch.Tensor, int, int]:
+    """Reference: enumerate triplets explicitly (B^3), as the definitions say. A pair of two
+    batch positions holding the same dataset row is no positive."""
     b = len(labels)
-    pairs = [(a, p) for a, p in itertools.permutations(range(b), 2) if labels[a] == labels[p]]
+    rows = rows or list(range(b))
+    pairs = [(a, p) for a, p in itertools.permutations(range(b), 2)
+             if labels[a] == labels[p] and rows[a] != rows[p]]
     negatives = {a: [n for n in range(b) if labels[n] != labels[a]] for a in range(b)}
     if mining == "semihard":
         losses = []
@@ -20,8 +24,10 @@ def brute_force(d: torch.Tensor, labels: list[int], mining: str) -> tuple[torch.
             if not negatives[a]:
                 continue
             farther = [n for n in negatives[a] if d[a, n] > d[a, p]]
-            n = min(farther or negatives[a], key=lambda n: d[a, n].item())
-            losses.append(torch.relu(d[a, p] - d[a, n] + MARGIN))
+            # TensorFlow's rule: the closest farther negative, else the farthest negative
+            n = min(farther, key=lambda n: d[a, n].item()) if farther else \
+                max(negatives[a], key=lambda n: d[a, n].item())
+            losses.append(torch.relu(d[a, p] - d[a, n] + margin))
         kept = losses
     elif mining == "hard":
         losses = []
@@ -30,10 +36,10 @@ def brute_force(d: torch.Tensor, labels: list[int], mining: str) -> tuple[torch.
             if ps and negatives[a]:
                 hp = torch.stack([d[a, p] for p in ps]).max()
                 hn = torch.stack([d[a, n] for n in negatives[a]]).min()
-                losses.append(torch.relu(hp - hn + MARGIN))
+                losses.append(torch.relu(hp - hn + margin))
         kept = losses
     else:
-        losses = [torch.relu(d[a, p] - d[a, n] + MARGIN) for a, p in pairs for n in negatives[a]]
+        losses = [torch.relu(d[a, p] - d[a, n] + margin) for a, p in pairs for n in negatives[a]]
         kept = [x for x in losses if x > 0]
     active = sum(int(x > 0) for x in losses)
     loss = torch.stack(kept).mean() if kept else d.sum() * 0
@@ -67,6 +73,81 @@ def test_matches_brute_force(mining: str, labels_name: str, seed: int) -> None:
     assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5, abs=1e-6)
     assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
     torch.testing.assert_close(emb.grad, emb_ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def fallback_pairs(d: torch.Tensor, labels: list[int]) -> int:
+    """Anchor-positive pairs with no negative farther than the positive (semi-hard's fallback)."""
+    return sum(1 for a, p in itertools.permutations(range(len(labels)), 2)
+               if labels[a] == labels[p] and not any(d[a, n] > d[a, p] for n in range(len(labels))
+                                                     if labels[n] != labels[a]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_semihard_fallback_is_the_farthest_negative_on_random_batches(seed: int) -> None:
+    """Wide clusters put some positives beyond every negative; those pairs must use the farthest
+    negative (TensorFlow's semi-hard rule), not the hardest one."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = [i // 4 for i in range(16)]
+    emb = (torch.randn(4, 3, generator=gen) * 0.3)[labels] + torch.randn(16, 3, generator=gen)
+    emb_ref = emb.clone().requires_grad_(True)
+    emb.requires_grad_(True)
+    out = triplet_loss(emb, torch.tensor(labels), MARGIN, "semihard")
+    ref_loss, ref_active, _ = brute_force(pairwise_distances(emb_ref), labels, "semihard")
+    assert fallback_pairs(pairwise_distances(emb_ref).detach(), labels) > 0, "batch must hold fallback pairs"
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5, abs=1e-6)
+    assert out.active.item() == ref_active
+    out.loss.backward()
+    ref_loss.backward()
+    torch.testing.assert_close(emb.grad, emb_ref.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_a_repeated_row_is_not_its_own_positive(mining: str) -> None:
+    """The sampler repeats images of small items (rows 0 and 1 appear twice here): the two copies
+    are identical, distance ~0, and must not count as an anchor-positive pair."""
+    rows = [0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    gen = torch.Generator().manual_seed(7)
+    images = torch.randn(10, 5, generator=gen)
+    emb = images[rows].clone().requires_grad_(True)
+    emb_ref = emb.detach().clone().requires_grad_(True)
+    out = triplet_loss(emb, torch.tensor(labels), MARGIN, mining, torch.tensor(rows))
+    ref_loss, ref_active, ref_mined = brute_force(pairwise_distances(emb_ref), labels, mining, rows)
+    without_rows = triplet_loss(emb.detach(), torch.tensor(labels), MARGIN, mining)
+    assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5, abs=1e-6)
+    if mining != "hard":  # batch-hard looks at the farthest positive only: copies never win it
+        assert without_rows.mined.item() > ref_mined, "ignoring rows would count the copies as pairs"
+    out.loss.backward()
+    ref_loss.backward()
+    # the copies tie exactly, so which copy gets a gradient is arbitrary: compare per image
+    per_image = [torch.zeros(10, 5).index_add_(0, torch.tensor(rows), g) for g in (emb.grad, emb_ref.grad)]
+    torch.testing.assert_close(*per_image, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_exact_ties_follow_the_definitions(mining: str) -> None:
+    """Points on a line at whole-number positions have exact distances, so some negatives lie
+    exactly as far as the positive (semi-hard wants strictly farther) and some exactly at
+    positive + margin (zero loss: not an active triplet)."""
+    positions = [0, 2, -2, 3, 5, 7]
+    labels = [0, 0, 1, 2, 2, 1]
+    emb = torch.tensor([[float(x), 0.0] for x in positions])
+    out = triplet_loss(emb, torch.tensor(labels), 1.0, mining)
+    ref_loss, ref_active, ref_mined = brute_force(pairwise_distances(emb), labels, mining, margin=1.0)
+    assert out.loss.item() == pytest.approx(ref_loss.item(), abs=1e-6)
+    assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard", "all"])
+def test_anchors_with_a_single_negative_are_mined(mining: str) -> None:
+    labels = [0, 0, 0, 0, 1]          # items 0's images each have exactly one negative
+    emb = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.4], [0.3, 0.3], [0.2, 0.1]])
+    out = triplet_loss(emb, torch.tensor(labels), MARGIN, mining)
+    ref_loss, ref_active, ref_mined = brute_force(pairwise_distances(emb), labels, mining)
+    assert ref_active > 0
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert (out.active.item(), out.mined.item()) == (ref_active, ref_mined)
 
 
 def test_pairwise_distances_are_euclidean_with_finite_gradient() -> None:

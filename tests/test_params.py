@@ -1,4 +1,5 @@
-"""`--params FILE`: file values become defaults, flags win, every value passes its flag's type check."""
+"""`--params FILE` with the real pipeline.py and evaluate.py parsers: file values become defaults,
+flags win, every value passes its flag's type check."""
 from __future__ import annotations
 
 import argparse

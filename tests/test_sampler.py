@@ -64,8 +64,11 @@ def test_ranks_get_disjoint_equal_shares_of_the_same_epoch(world_size: int) -> N
 
 
 def test_too_little_data_for_one_step_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="--batch_size"):
-        PKSampler(labels_of([4, 4, 1]), 3, 4, seed=0)
+    with pytest.raises(UserError) as err:
+        PKSampler(labels_of([4, 4, 1]), 3, 4, seed=0, world_size=1)
+    assert str(err.value) == ("training set: 2 items with >= 2 images make 2 groups of K=4, fewer than "
+                              "the 3 items x 1 process(es) one step needs; lower --batch_size or "
+                              "--images_per_item, or use more data")
 
 
 @pytest.mark.parametrize("batch_size,k", [(30, 4), (4, 4), (10, 1)])

@@ -72,8 +72,8 @@ def fresh_model(seed: int = 0) -> TinyNet:
 
 
 def run(tmp: Path, config: TrainConfig, model: nn.Module | None = None, eval_set=None, **kwargs):
-    return train(config, model or fresh_model(), FakeImageSet(), eval_set, tmp, log=lambda _: None,
-                 **kwargs)
+    return train(config, model or fresh_model(), FakeImageSet(), eval_set, tmp,
+                 **{"log": lambda _: None, **kwargs})
 
 
 def read_stats(run_dir: Path) -> list[dict[str, str]]:
@@ -135,16 +135,56 @@ def test_finished_run_trains_nothing_and_says_so(tmp_path: Path) -> None:
     assert any("already trained to epoch 2; raise --epochs to continue" in line for line in lines)
 
 
-def test_a_run_killed_before_its_checkpoint_resumes_without_duplicate_rows(tmp_path: Path) -> None:
-    result = run(tmp_path, tiny_config(epochs=3))
-    (result.run_dir / "3.pth").unlink()  # killed after writing the CSV row, mid-save of 3.pth:
-    half_written = result.run_dir / ".3.pth.4242.tmp"
+def test_a_run_killed_mid_save_resumes_from_the_last_finished_epoch(tmp_path: Path) -> None:
+    """Killed after writing epoch 3's CSV row and 3.pth but mid-save of last.pth (left at epoch 2,
+    a temp file beside it): the next run redoes epoch 3 once, without a duplicate row."""
+    first = run(tmp_path, tiny_config(epochs=2, save_every=0))
+    at_epoch_2 = (first.run_dir / "last.pth").read_bytes()
+    run(tmp_path, tiny_config(epochs=3, save_every=0))
+    (first.run_dir / "last.pth").write_bytes(at_epoch_2)
+    (first.run_dir / "3.pth").unlink()
+    half_written = first.run_dir / ".last.pth.4242.tmp"
     half_written.write_bytes(b"partial")
-    assert available_epochs(result.run_dir) == [2]
 
     assert run(tmp_path, tiny_config(epochs=3)).epochs_trained == 1
-    assert [row["epoch"] for row in read_stats(result.run_dir)] == ["0", "1", "2", "3"]
-    assert available_epochs(result.run_dir) == [2, 3] and not half_written.exists()
+    assert [row["epoch"] for row in read_stats(first.run_dir)] == ["0", "1", "2", "3"]
+    assert load_checkpoint(first.run_dir).epoch == 3 and not half_written.exists()
+
+
+def test_last_pth_after_every_epoch_numbered_every_save_every_best_by_score(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run(tmp_path, tiny_config(epochs=5, save_every=2, eval_every=1), eval_set=FakeImageSet(seed=1),
+                 log=lines.append)
+    scores = {int(r["epoch"]): float(r["evaluation score"]) for r in read_stats(result.run_dir)}
+    best_epoch = max(range(1, 6), key=lambda e: (scores[e], -e))  # ties go to the earlier epoch
+    assert available_epochs(result.run_dir) == [2, 4, 5]
+    assert load_checkpoint(result.run_dir, "latest").epoch == 5
+    assert torch.load(result.run_dir / "last.pth", weights_only=True)["epoch"] == 5
+    assert load_checkpoint(result.run_dir, "best").epoch == best_epoch
+    assert f"best {scores[best_epoch]:.2f}% at epoch {best_epoch}" in lines[-1]
+    assert lines[-1].startswith(f"saved {result.run_dir}: epochs 1-5")
+
+
+def test_resume_says_where_it_starts(tmp_path: Path) -> None:
+    run(tmp_path, tiny_config(epochs=3, save_every=0))
+    lines: list[str] = []
+    result = run(tmp_path, tiny_config(epochs=4), log=lines.append)
+    assert f"resuming {result.run_dir} from epoch 3" in lines
+
+
+def test_fewer_epochs_than_reached_use_that_epoch_or_say_which(tmp_path: Path) -> None:
+    run(tmp_path, tiny_config(epochs=5, save_every=2))
+    lines: list[str] = []
+    model = fresh_model(seed=9)
+    result = run(tmp_path, tiny_config(epochs=4), model, log=lines.append)
+    assert result.last_epoch == 4 and result.epochs_trained == 0
+    expected = load_checkpoint(result.run_dir, 4).state["model"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.values()))
+    assert "uses epoch 4 (4.pth): its checkpoint" in lines[0]
+
+    lines.clear()
+    assert run(tmp_path, tiny_config(epochs=3), log=lines.append).last_epoch == 2
+    assert "--epochs 3 uses epoch 2 (2.pth): no checkpoint of epoch 3 was kept" in lines[0]
 
 
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -169,9 +209,10 @@ def test_checkpoint_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint for epoch 3; available epochs: 2, 4"):
         load_checkpoint(run_dir, 3)
     (run_dir / "4.pth").write_bytes(b"truncated")
+    (run_dir / "last.pth").write_bytes(b"truncated")
     with pytest.raises(UserError, match=r"4\.pth: corrupt"):
         load_checkpoint(run_dir, 4)
-    with pytest.warns(UserWarning, match=r"4\.pth: corrupt"):
+    with pytest.warns(UserWarning, match=r"last\.pth: corrupt"):
         assert load_checkpoint(run_dir).epoch == 2
     with pytest.raises(UserError, match="no checkpoints"):
         load_checkpoint(tmp_path / "missing")
@@ -183,14 +224,49 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path: Path) -> None:
             RunLock(tmp_path).__enter__()
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    """The OS releases a SIGKILLed holder's lock; the file it leaves is taken over."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, '.');"
+                               "from pathlib import Path; from training.runs import RunLock;"
+                               f"RunLock(Path({str(tmp_path)!r})).__enter__(); print('locked', flush=True);"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(UserError, match=f"another process .*{holder.pid}"):
+        RunLock(tmp_path).__enter__()
+    holder.kill()
+    holder.wait()
     lock = RunLock(tmp_path)
-    lock.path.write_text(f"{lock.owner.rpartition(' ')[0]} {dead.pid}")
+    assert lock.path.exists()  # left behind by the killed process
     with lock:
         assert lock.path.read_text() == lock.owner
     assert not lock.path.exists()
+
+
+def test_each_epoch_augments_differently_and_a_resume_repeats_it(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """Augmentation draws from a generator seeded by (seed, epoch): every epoch must transform
+    the images anew, yet a resumed epoch must transform them as the straight run did."""
+    probe = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def run_recording(folder: Path, epochs: int) -> list[torch.Tensor]:
+        """The transform each step's generator would apply to ``probe``, step by step."""
+        seen = []
+
+        def spy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            twin = torch.Generator().set_state(generator.get_state())
+            seen.append(augment(probe, twin))
+            return augment(x, generator)
+        monkeypatch.setattr("training.trainer.augment", spy)
+        run(folder, tiny_config(epochs=epochs, augment=True))
+        return seen
+
+    straight = run_recording(tmp_path / "a", 2)
+    steps = len(straight) // 2
+    assert not torch.equal(straight[0], straight[steps])          # epoch 2 is not epoch 1 again
+    run_recording(tmp_path / "b", 1)
+    resumed = run_recording(tmp_path / "b", 2)
+    assert len(resumed) == steps and all(map(torch.equal, resumed, straight[steps:]))
 
 
 def test_augmentation_is_light_and_reproducible() -> None:

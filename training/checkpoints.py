@@ -1,4 +1,4 @@
-"""``<epoch>.pth`` files: write atomically, find the newest good one, load safely.
+"""Checkpoint files (``last.pth``, ``best.pth``, ``<epoch>.pth``): save policy, atomic writes, safe loads.
 
 A checkpoint holds everything needed to continue training exactly where it stopped (model,
 optimizer, scheduler, grad scaler, RNG states) plus what a reader needs to trust it (model name
@@ -8,12 +8,13 @@ checkpoint never runs code.
 
 Writing goes to a hidden temporary file in the same folder, is fsynced, then renamed over the
 final name, so a run killed mid-save leaves the previous checkpoints intact and no half-written
-``<epoch>.pth``. Should the newest file still be unreadable (a disk error, a bad copy), resuming
+file. Should the newest file still be unreadable (a disk error, a bad copy), resuming
 ("latest") warns and falls back to the previous readable one; asking for that epoch explicitly
 is an error naming the file.
 """
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import re
@@ -42,48 +43,154 @@ class Checkpoint:
     state: dict[str, Any]
 
 
+LAST = "last.pth"   # rolling resume point, rewritten after every epoch
+BEST = "best.pth"   # the epoch with the highest evaluation score so far (ties: the earlier one)
+
+
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / f"{epoch}.pth"
 
 
 def available_epochs(run_dir: Path) -> list[int]:
-    """Epochs with a ``<epoch>.pth`` in ``run_dir``, ascending (temporary files are ignored)."""
+    """Epochs with a numbered ``<epoch>.pth`` in ``run_dir``, ascending (temporary files, last.pth
+    and best.pth are not counted)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
     return sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := _NAME.match(p.name)))
 
 
-def save_checkpoint(run_dir: Path, epoch: int, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus the format version) as ``<run_dir>/<epoch>.pth`` atomically."""
-    path = checkpoint_path(run_dir, epoch)
-    contents = {"format_version": FORMAT_VERSION, "epoch": epoch, **state}
-    atomic_write(path, lambda f: torch.save(contents, f))
-    return path
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds any checkpoint (numbered, last.pth or best.pth)."""
+    run_dir = Path(run_dir)
+    return bool(available_epochs(run_dir)) or (run_dir / LAST).is_file() or (run_dir / BEST).is_file()
+
+
+class CheckpointSaver:
+    """The save policy of one run folder, and what ``--checkpoint latest|best|N`` means in it.
+
+    After every epoch ``last.pth`` is rewritten (a kill loses at most the epoch in progress);
+    ``<epoch>.pth`` is kept every ``save_every`` epochs and at the end; ``best.pth`` whenever the
+    evaluation score beats every earlier one. The state is serialised once and the same bytes go
+    to each file, each written atomically (common.atomic), so a kill mid-save leaves every file
+    either old or new. The best score so far travels inside each checkpoint, so a resumed run
+    keeps comparing against it.
+    """
+
+    def __init__(self, run_dir: Path, save_every: int = 0):
+        self.run_dir = Path(run_dir)
+        self.save_every = save_every
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+
+    def save(self, epoch: int, state: dict[str, Any], *, final: bool = False,
+             score: float | None = None) -> list[Path]:
+        """Write the files the policy asks for at ``epoch``; return them (last.pth always last,
+        so a kill mid-save resumes from an epoch whose files are all complete)."""
+        targets = []
+        if final or (self.save_every and epoch % self.save_every == 0):
+            targets.append(checkpoint_path(self.run_dir, epoch))
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score, self.best_epoch = score, epoch
+            targets.append(self.run_dir / BEST)
+        targets.append(self.run_dir / LAST)
+        contents = {"format_version": FORMAT_VERSION, "epoch": epoch, **state,
+                    "best": {"score": self.best_score, "epoch": self.best_epoch}}
+        buffer = io.BytesIO()
+        torch.save(contents, buffer)
+        data = buffer.getbuffer()
+        for path in targets:
+            atomic_write(path, lambda f: f.write(data))
+        return targets
+
+    def resume(self) -> Checkpoint | None:
+        """The newest readable checkpoint (None in a fresh folder), with the best score restored."""
+        if not has_checkpoints(self.run_dir):
+            return None
+        checkpoint = self.load("latest")
+        best = checkpoint.state.get("best") or {}
+        self.best_score, self.best_epoch = best.get("score"), best.get("epoch")
+        return checkpoint
+
+    def load(self, which: int | str = "latest") -> Checkpoint:
+        """``latest`` (newest readable, falling back with a warning), ``best``, or an epoch number."""
+        if not has_checkpoints(self.run_dir):
+            raise UserError(f"{self.run_dir}: no checkpoints (<epoch>.pth, last.pth) in this run "
+                            "folder; train this configuration first, or check --save_dir and the "
+                            "hyperparameter flags")
+        if which == "latest":
+            return self._latest()
+        if which == "best":
+            if not (self.run_dir / BEST).is_file():
+                raise UserError(f"{self.run_dir / BEST}: no best checkpoint (the run was trained "
+                                "before best.pth existed, or never evaluated); use --checkpoint "
+                                f"latest or one of the epochs {self.listing()}")
+            return _read(self.run_dir / BEST)
+        paths = self._paths_of_epoch(int(which))
+        if paths:
+            return _read(paths[0])
+        raise UserError(f"{checkpoint_path(self.run_dir, int(which))}: no checkpoint for epoch "
+                        f"{which}; available epochs: {self.listing()}")
+
+    def nearest(self, epoch: int) -> Checkpoint:
+        """The checkpoint of ``epoch``, else the newest one saved before it, else the earliest."""
+        epochs = self.epochs()
+        before = [e for e in epochs if e <= epoch]
+        return self.load(max(before) if before else min(epochs))
+
+    def epochs(self) -> list[int]:
+        """Every epoch some checkpoint file holds (numbered, last.pth, best.pth), ascending."""
+        return sorted(set(available_epochs(self.run_dir)) | set(self._aliases().values()))
+
+    def listing(self) -> str:
+        """``2, 4; last.pth: 5; best.pth: 4``: what can be loaded, for messages."""
+        numbered = ", ".join(map(str, available_epochs(self.run_dir))) or "none numbered"
+        return "; ".join([numbered] + [f"{name}: {epoch}" for name, epoch in self._aliases().items()])
+
+    def _aliases(self) -> dict[str, int]:
+        """Epochs of last.pth and best.pth that can be read (peeked without loading the tensors)."""
+        found = {}
+        for name in (LAST, BEST):
+            epoch = _peek_epoch(self.run_dir / name)
+            if epoch is not None:
+                found[name] = epoch
+        return found
+
+    def _paths_of_epoch(self, epoch: int) -> list[Path]:
+        numbered = checkpoint_path(self.run_dir, epoch)
+        if numbered.is_file():
+            return [numbered]
+        return [self.run_dir / name for name, e in self._aliases().items() if e == epoch]
+
+    def _latest(self) -> Checkpoint:
+        """Newest readable checkpoint: last.pth (or a numbered one, if newer), then older ones."""
+        candidates = [(e, checkpoint_path(self.run_dir, e)) for e in available_epochs(self.run_dir)]
+        last = _peek_epoch(self.run_dir / LAST)
+        if (self.run_dir / LAST).is_file():
+            candidates.append((last if last is not None else 1 << 62, self.run_dir / LAST))
+        for _, path in sorted(candidates, key=lambda c: c[0], reverse=True):
+            try:
+                return _read(path)
+            except UserError as err:
+                warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=3)
+        raise UserError(f"{self.run_dir}: none of the checkpoints ({self.listing()}) can be read; "
+                        "delete the folder to train from scratch")
+
+
+def _peek_epoch(path: Path) -> int | None:
+    """The epoch stored in ``path``, memory-mapped so the weights are not read; None if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # a damaged file is reported when it is actually loaded
+        return None
+    return epoch if isinstance(epoch, int) else None
 
 
 def load_checkpoint(run_dir: Path, epoch: int | str = "latest") -> Checkpoint:
-    """Load ``<epoch>.pth`` (an int) or the newest readable one ("latest") from ``run_dir``."""
-    epochs = available_epochs(run_dir)
-    if not epochs:
-        raise UserError(f"{run_dir}: no checkpoints (<epoch>.pth) in this run folder; train this "
-                        "configuration first, or check --save_dir and the hyperparameter flags")
-    if epoch == "latest":
-        for candidate in reversed(epochs):
-            try:
-                return _read(checkpoint_path(run_dir, candidate))
-            except UserError as err:
-                warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
-        raise UserError(f"{run_dir}: none of the checkpoints {_listing(epochs)} can be read; "
-                        "delete the folder to train from scratch")
-    if epoch not in epochs:
-        raise UserError(f"{checkpoint_path(run_dir, epoch)}: no checkpoint for epoch {epoch}; "
-                        f"available epochs: {_listing(epochs)}")
-    return _read(checkpoint_path(run_dir, int(epoch)))
-
-
-def _listing(epochs: list[int]) -> str:
-    return ", ".join(map(str, epochs))
+    """Load ``latest``, ``best`` or an epoch number from ``run_dir`` (see `CheckpointSaver.load`)."""
+    return CheckpointSaver(run_dir).load(epoch)
 
 
 def _read(path: Path) -> Checkpoint:

@@ -88,10 +88,14 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad.narrow(0, dist.get_rank() * ctx.rows, ctx.rows)
 
 
-def gather_batch(ctx: DistContext, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Embeddings (differentiably) and labels of every rank's batch, in rank order."""
+def gather_batch(ctx: DistContext, embeddings: Tensor, *ids: Tensor) -> tuple[Tensor, ...]:
+    """Embeddings (differentiably) and the id tensors (labels, dataset rows) of every rank's
+    batch, in rank order."""
     if ctx.world_size == 1:
-        return embeddings, labels
-    all_labels = [torch.empty_like(labels) for _ in range(ctx.world_size)]
-    dist.all_gather(all_labels, labels.contiguous())
-    return _GatherWithGrad.apply(embeddings), torch.cat(all_labels)
+        return (embeddings, *ids)
+    gathered = []
+    for values in ids:
+        parts = [torch.empty_like(values) for _ in range(ctx.world_size)]
+        dist.all_gather(parts, values.contiguous())
+        gathered.append(torch.cat(parts))
+    return (_GatherWithGrad.apply(embeddings), *gathered)

@@ -33,9 +33,14 @@ def pairwise_distances(embeddings: Tensor) -> Tensor:
     return d2.clamp_min(1e-12).sqrt()
 
 
-def triplet_loss(embeddings: Tensor, labels: Tensor, margin: float, mining: str) -> TripletLoss:
-    """Mine triplets in the batch with ``mining`` ("semihard", "hard", "all") and return the loss."""
+def triplet_loss(embeddings: Tensor, labels: Tensor, margin: float, mining: str,
+                 rows: Tensor | None = None) -> TripletLoss:
+    """Mine triplets in the batch with ``mining`` ("semihard", "hard", "all") and return the loss.
+
+    ``rows``: the dataset row of each embedding, so a repeated image is never its own positive.
+    """
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         d = pairwise_distances(embeddings.float())
-        pos, neg = label_masks(labels.to(embeddings.device))
+        pos, neg = label_masks(labels.to(embeddings.device),
+                               None if rows is None else rows.to(embeddings.device))
         return TripletLoss(*STRATEGIES[mining](d, pos, neg, margin))

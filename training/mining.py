@@ -15,11 +15,17 @@ import torch
 from torch import Tensor
 
 
-def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """(positive, negative) boolean (B, B) masks: same label but not itself / other label."""
+def label_masks(labels: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(positive, negative) boolean (B, B) masks: same label but another image / other label.
+
+    ``rows`` are the dataset rows of the batch: the sampler repeats an image when its item has
+    fewer than K images, and an item can fill two groups of one batch, so two batch positions may
+    hold the same image. Such a pair is not a positive (its distance says nothing about
+    similarity, only about augmentation); without ``rows`` only the diagonal is excluded.
+    """
     same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+    ids = rows if rows is not None else torch.arange(len(labels), device=labels.device)
+    return same & (ids[:, None] != ids[None, :]), ~same
 
 
 def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
@@ -30,14 +36,16 @@ def _sorted_negatives(d: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
 def semihard(d: Tensor, pos: Tensor, neg: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
     """FaceNet semi-hard: per anchor-positive pair the closest negative farther than the positive.
 
-    When no negative is farther than the positive, the hardest (closest) negative is used. The
-    loss is the mean over all anchor-positive pairs (zero-loss ones included), as in FaceNet.
+    When no negative is farther than the positive, the farthest negative is used (the one
+    closest to the semi-hard band from below), as TensorFlow's ``triplet_semihard_loss`` does:
+    falling back to the hardest negative instead pulls in the worst outliers and collapses
+    training. The loss is the mean over all anchor-positive pairs (zero-loss ones included).
     """
     sorted_neg, order = _sorted_negatives(d, neg)
     num_neg = neg.sum(dim=1, keepdim=True)
     with torch.no_grad():
         first_farther = torch.searchsorted(sorted_neg.contiguous(), d.contiguous(), right=True)
-        pick = torch.where(first_farther < num_neg, first_farther, torch.zeros_like(first_farther))
+        pick = torch.where(first_farther < num_neg, first_farther, (num_neg - 1).clamp_min(0))
         neg_column = order.gather(1, pick)
     valid = pos & (num_neg > 0)
     losses = torch.relu(d - d.gather(1, neg_column) + margin)[valid]

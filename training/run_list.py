@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.errors import UserError
-from training.checkpoints import available_epochs
+from training.checkpoints import CheckpointSaver
 from training.config import name_parts
 from training.curves import SCORE, Curve, read_curve
-from training.runs import HPARAMS_FILE, STATS_FILE
+from training.runs import HPARAMS_FILE, STATS_FILE, find_run_folders
 
 _MAIN_KEYS = ("model_name", "model_class", "learning_rate", "lr_decay", "batch_size")
 # Folder names of runs without hparams.json (the original's, or downloaded weights).
@@ -27,39 +27,37 @@ _NAME = re.compile(r"^(?P<model_class>.+?)_LR_(?P<learning_rate>[^_]+)_decay_(?P
 def list_runs(save_dir: Path) -> list[dict[str, Any]]:
     """One dict per run folder under ``save_dir``, best evaluation score first.
 
-    Keys: name, path, model, model_class, lr, lr_decay, batch_size, other (the remaining
+    Keys: name (the folder under save_dir, "(dataset unknown)" when it records no dataset),
+    dataset, path, model, model_class, lr, lr_decay, batch_size, other (the remaining
     hyperparameters), last_checkpoint, last_epoch (last row of the stats), best_score and
     best_score_epoch (in_any@5 in %), best_precision_at_1 (in %). Values a run does not have are None.
-    A folder is a run when it holds hparams.json, training_stats.csv or an <epoch>.pth.
+    A folder is a run when it holds hparams.json, training_stats.csv or a checkpoint; runs are
+    found in save_dir/<dataset>/ and, from before runs were bound to their data, in save_dir.
     """
     save_dir = Path(save_dir)
     if not save_dir.is_dir():
         raise UserError(f"--save_dir {save_dir}: no such folder; train a model first "
                         "(python pipeline.py) or point --save_dir at the folder holding the runs")
-    runs = [_describe(folder) for folder in sorted(save_dir.iterdir()) if _is_run(folder)]
+    runs = [_describe(folder, save_dir) for folder in find_run_folders(save_dir)]
     return sorted(runs, key=lambda run: (run["best_score"] is None, -(run["best_score"] or 0), run["name"]))
 
 
-def _is_run(folder: Path) -> bool:
-    if not folder.is_dir() or folder.name.startswith("."):
-        return False
-    return (folder / HPARAMS_FILE).exists() or (folder / STATS_FILE).exists() or bool(available_epochs(folder))
-
-
-def _describe(folder: Path) -> dict[str, Any]:
+def _describe(folder: Path, save_dir: Path) -> dict[str, Any]:
     hparams = _hparams(folder)
     curve = read_curve(folder) if (folder / STATS_FILE).exists() else []
-    epochs = available_epochs(folder)
+    epochs = CheckpointSaver(folder).epochs()
     best_epoch, best_score = _best(curve, SCORE)
+    data = hparams.get("data")
     return {
-        "name": folder.name,
+        "name": folder.relative_to(save_dir).as_posix() + ("" if data else " (dataset unknown)"),
+        "dataset": data["name"] if data else None,
         "path": folder,
         "model": hparams.get("model_name"),
         "model_class": hparams.get("model_class"),
         "lr": hparams.get("learning_rate"),
         "lr_decay": hparams.get("lr_decay"),
         "batch_size": hparams.get("batch_size"),
-        "other": {k: v for k, v in hparams.items() if k not in _MAIN_KEYS},
+        "other": {k: v for k, v in hparams.items() if k not in _MAIN_KEYS + ("data",)},
         "last_checkpoint": epochs[-1] if epochs else None,
         "last_epoch": int(curve[-1]["epoch"]) if curve else None,
         "best_score": best_score,

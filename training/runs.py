@@ -8,6 +8,7 @@ its fixed reference value is appended (``..._K_8_margin_0.3_mining_hard``).
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -17,6 +18,8 @@ from typing import Any
 
 from common.atomic import TEMP_SUFFIX, atomic_write_text
 from common.errors import UserError
+from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, write_digests
+from training.checkpoints import has_checkpoints
 from training.config import TrainConfig, name_parts
 
 STATS_FILE = "training_stats.csv"
@@ -40,15 +43,85 @@ def run_name(model_class: str, config: TrainConfig) -> str:
     return name
 
 
+def run_folder(save_dir: Path, model_class: str, config: TrainConfig, dataset: str | None) -> Path:
+    """``<save_dir>/<dataset>/<run name>``: the same flags on another dataset get their own folder.
+
+    ``dataset`` None (a library caller with no dataset identity, or a run from before runs were
+    bound to their data) gives the old place, ``<save_dir>/<run name>``.
+    """
+    name = run_name(model_class, config)
+    return Path(save_dir) / name if dataset is None else Path(save_dir) / dataset / name
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A visible folder holding hparams.json, training_stats.csv or a checkpoint."""
+    if not folder.is_dir() or folder.name.startswith("."):
+        return False
+    return (folder / HPARAMS_FILE).exists() or (folder / STATS_FILE).exists() or has_checkpoints(folder)
+
+
+def find_run_folders(save_dir: Path) -> list[Path]:
+    """Every run under ``save_dir``: ``<dataset>/<run>`` folders and, from before runs were bound
+    to their dataset (or installed from a weights zip), ``<run>`` folders directly in it."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return []
+    found = []
+    for folder in sorted(save_dir.iterdir()):
+        if is_run_folder(folder):
+            found.append(folder)
+        elif folder.is_dir() and not folder.name.startswith("."):
+            found.extend(sub for sub in sorted(folder.iterdir()) if is_run_folder(sub))
+    return found
+
+
+def read_hparams(run_dir: Path) -> dict[str, Any]:
+    """hparams.json of a run folder ({} when it has none)."""
+    path = Path(run_dir) / HPARAMS_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err}); delete or fix it") from err
+
+
+def bind_data(run_dir: Path, data: DataIdentity, train_paths: list[str], *, accept_change: bool) -> None:
+    """Check that ``run_dir`` was trained on ``data``, then record its training images' digests.
+
+    The same dataset whose files changed is refused with one line saying what changed, unless
+    ``accept_change`` (``--accept_changed_data``); a changed split is always refused, since items
+    it held out would then be trained on. A run continued on new content keeps the digests of
+    everything it trained on before, so evaluation still leaves all of it out.
+    """
+    recorded = read_hparams(run_dir).get("data")
+    change = describe_change(recorded, data) if recorded else None
+    if change and recorded.get("split") != data.split:
+        raise UserError(f"{run_dir}: trained on {DataIdentity(**recorded).describe()}, now "
+                        f"{data.describe()}: {change}; pass the split flags it was trained with "
+                        "(--split_seed, --eval_fraction), or use another --save_dir")
+    if change and not accept_change:
+        raise UserError(f"{run_dir}: trained on {DataIdentity(**recorded).describe()}, but the data "
+                        f"now has {change}; pass --accept_changed_data to continue training on the "
+                        "new content, or use another --save_dir to start a new run")
+    digests_path = run_dir / DIGESTS_FILE
+    earlier = read_digests(digests_path)
+    if earlier is None or change:
+        write_digests(digests_path, train_paths, keep=earlier or set())
+
+
 def remove_temp_files(run_dir: Path) -> None:
     """Delete half-written files of a killed run; only call while holding the run's lock."""
     for leftover in run_dir.glob(f".*{TEMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
 
 
-def write_hparams(run_dir: Path, model_name: str, model_class: str, config: TrainConfig) -> None:
-    """hparams.json: what trained this folder, for people and for evaluate.py."""
+def write_hparams(run_dir: Path, model_name: str, model_class: str, config: TrainConfig,
+                  data: DataIdentity | None = None) -> None:
+    """hparams.json: what trained this folder (and on which data), for people and evaluate.py."""
     values = {"model_name": model_name, "model_class": model_class, **config.to_dict()}
+    if data is not None:
+        values["data"] = data.to_dict()
     atomic_write_text(run_dir / HPARAMS_FILE, json.dumps(values, indent=2) + "\n")
 
 
@@ -113,54 +186,51 @@ def _format(value: Any) -> str:
 
 
 class RunLock:
-    """``.lock`` in the run folder, created with O_EXCL, holding ``<host> <pid>``.
+    """``.lock`` in the run folder, held with an OS lock (``fcntl.flock``) and naming ``<host> <pid>``.
 
     Two processes training one folder would overwrite each other's checkpoints, so the second one
-    stops with a UserError. A lock left by a process that died on this host is taken over.
+    stops with a UserError. The OS releases the lock when its holder dies (even by SIGKILL), so a
+    stale lock file is simply taken over, and two processes can never both take it over: the
+    kernel grants the lock to one. The file is removed on exit; a process that locked a file
+    just removed by its previous holder sees the path now names another file and tries again.
     """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOCK_FILE
         self.owner = f"{socket.gethostname()} {os.getpid()}"
+        self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        for _ in range(2):
+        for _ in range(10):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_alive():
-                    raise UserError(f"{self.path}: another process ({self._read()}) is training this run "
-                                    "folder; wait for it to finish, or delete the lock file if it is "
-                                    "not running") from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.owner)
-            return self
-        raise UserError(f"{self.path}: could not take the lock; delete the file and retry")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"{self.path}: another process ({self._read() or 'unknown'}) is "
+                                "training this run folder; wait for it to finish") from None
+            if self._is_current(fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, self.owner.encode())
+                self._fd = fd
+                return self
+            os.close(fd)  # the holder removed this file as we opened it: lock the new one
+        raise UserError(f"{self.path}: could not take the lock; retry")
 
     def __exit__(self, *exc: object) -> None:
-        if self._read() == self.owner:
-            self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked, so no one locks a removed file
+            os.close(self._fd)
+            self._fd = None
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def _read(self) -> str | None:
         try:
             return self.path.read_text().strip()
         except FileNotFoundError:
             return None
-
-    def _holder_alive(self) -> bool:
-        """True unless the lock is gone or its holder is a process on this host that has died."""
-        holder = self._read()
-        if holder is None:
-            return False
-        host, _, pid = holder.rpartition(" ")
-        if host != socket.gethostname() or not pid.isdigit():
-            return True  # another host's lock, or one being written right now
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True

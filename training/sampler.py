@@ -19,7 +19,8 @@ class PKSampler:
     Items with fewer than K images (or whose count is not a multiple of K) fill their last group
     by repeating their own images cyclically, so repeats are as rare as possible; augmentation
     makes the repeated copies differ. Batches are groups of consecutive shuffled groups; an item
-    can, rarely, fill two groups of one batch, which is harmless because mining uses labels.
+    can, rarely, fill two groups of one batch, which is harmless: mining uses labels, and the
+    trainer passes each image's dataset row so a repeated image is never its own positive.
     """
 
     def __init__(self, labels: np.ndarray, items_per_batch: int, images_per_item: int, seed: int,

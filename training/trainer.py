@@ -24,23 +24,16 @@ from tqdm import tqdm
 
 from common.errors import UserError
 from data.dataset import ImageSet
+from data.identity import DataIdentity
 from data.tensors import to_tensor
-from evaluation.embed import embed
-from evaluation.metrics import retrieval_metrics
+from evaluation.protocol import EvalTarget, score
 from evaluation.report import in_percent
 from training.augment import augment
-from training.checkpoints import (
-    available_epochs,
-    load_checkpoint,
-    load_model_state,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from training.checkpoints import CheckpointSaver, has_checkpoints, load_model_state, restore_rng_states, rng_states
 from training.config import TrainConfig
 from training.distributed import DistContext, gather_batch, setup
 from training.loss import triplet_loss
-from training.runs import STATS_FILE, RunLock, StatsFile, remove_temp_files, run_name, write_hparams
+from training.runs import STATS_FILE, RunLock, StatsFile, bind_data, remove_temp_files, run_folder, write_hparams
 from training.sampler import PKSampler
 
 EVAL_K = 5  # "evaluation score" = in_any@5, as in the original
@@ -68,13 +61,16 @@ class _Training:
     amp: bool
 
 
-def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: ImageSet | None,
-          save_dir: Path, *, log: Callable[[str], None] = tqdm.write) -> TrainResult:
+def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: EvalTarget | None,
+          save_dir: Path, *, data: DataIdentity | None = None, accept_changed_data: bool = False,
+          log: Callable[[str], None] = tqdm.write) -> TrainResult:
     """Train ``model`` (built from ``config.model``) on ``train_set``; evaluate on ``eval_set``.
 
-    The run folder is ``save_dir/<run_name>``; re-running the same configuration resumes there,
-    and a configuration already trained to ``config.epochs`` trains nothing. Under torchrun every
-    process calls this; rank 0 alone evaluates, writes and logs.
+    The run folder is ``save_dir/<dataset name>/<run_name>`` (``save_dir/<run_name>`` without
+    ``data``); re-running the same configuration on the same data resumes there, changed data is
+    refused unless ``accept_changed_data``, and a configuration already trained to
+    ``config.epochs`` trains nothing. Under torchrun every process calls this; rank 0 alone
+    evaluates, writes and logs.
     """
     ctx = setup(config.device)
     _check_inputs(config, model, train_set)
@@ -86,18 +82,21 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
-    run_dir = Path(save_dir) / run_name(type(model).__name__, config)
+    run_dir = run_folder(save_dir, type(model).__name__, config, data and data.name)
+    saver = CheckpointSaver(run_dir, config.save_every)
+    if ctx.is_main and data is not None:
+        _note_legacy_run(Path(save_dir) / run_dir.name, run_dir, log)
 
-    with _claim(ctx, run_dir):
-        start, metrics = _resume(run_dir, config, model, optimizer, scheduler, scaler)
+    with _claim(ctx, run_dir, data, train_set, accept_changed_data):
+        start, metrics = _resume(saver, config, model, optimizer, scheduler, scaler)
         stats = StatsFile(run_dir / STATS_FILE) if ctx.is_main else None
         if stats:
-            write_hparams(run_dir, config.model, type(model).__name__, config)
+            write_hparams(run_dir, config.model, type(model).__name__, config, data)
             stats.truncate(start)
         if start >= config.epochs:
-            if ctx.is_main:
-                log(f"{run_dir}: already trained to epoch {start}; raise --epochs to continue")
-            return TrainResult(run_dir, start, 0, metrics)
+            return _finished(saver, config, model, start, metrics, log if ctx.is_main else None)
+        if ctx.is_main and start:
+            log(f"resuming {run_dir} from epoch {start}")
         if stats and start == 0 and not stats.rows:
             metrics = _evaluate(model, eval_set, config, ctx.device)
             stats.add({"epoch": 0, "lr": config.learning_rate, **metrics})
@@ -111,7 +110,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
             started = time.perf_counter()
             loss, triplets = _train_epoch(training, train_set, sampler, epoch)
             seconds = time.perf_counter() - started
-            _stop_if_diverged(model, loss, epoch, run_dir)
+            _stop_if_diverged(model, loss, epoch, saver)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             if ctx.is_main:
@@ -120,12 +119,41 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
                     if last or epoch % config.eval_every == 0 else {}
                 stats.add({"epoch": epoch, "mean training loss": loss, "triplets": triplets,
                            "lr": lr, "seconds": round(seconds, 2), **metrics})
-                if last or (config.save_every and epoch % config.save_every == 0):
-                    save_checkpoint(run_dir, epoch, _checkpoint_state(config, model, optimizer,
-                                                                      scheduler, scaler, metrics))
+                saver.save(epoch, _checkpoint_state(config, model, optimizer, scheduler, scaler,
+                                                    metrics, data),
+                           final=last, score=metrics.get("evaluation score"))
                 log(_epoch_line(epoch, config.epochs, loss, metrics, triplets, lr, seconds))
             ctx.barrier()
+        if ctx.is_main:
+            log(f"saved {run_dir}: epochs {start + 1}-{config.epochs}, {_best_text(saver)}")
     return TrainResult(run_dir, config.epochs, config.epochs - start, metrics)
+
+
+def _best_text(saver: CheckpointSaver) -> str:
+    if saver.best_score is None:
+        return "not evaluated"
+    return f"best {saver.best_score:.2f}% at epoch {saver.best_epoch}"
+
+
+def _finished(saver: CheckpointSaver, config: TrainConfig, model: nn.Module, reached: int,
+              metrics: dict[str, float], log: Callable[[str], None] | None) -> TrainResult:
+    """A run already at or past ``config.epochs``: train nothing; below it, load the asked epoch.
+
+    ``--epochs N`` under what a run reached means "the model after N epochs": ``N.pth`` when it
+    was kept, else the newest checkpoint saved before N, and one line says which and why.
+    """
+    if reached == config.epochs:
+        if log:
+            log(f"{saver.run_dir}: already trained to epoch {reached}; raise --epochs to continue")
+        return TrainResult(saver.run_dir, reached, 0, metrics)
+    checkpoint = saver.nearest(config.epochs)
+    load_model_state(model, checkpoint, config.model)
+    if log:
+        why = "its checkpoint" if checkpoint.epoch == config.epochs else \
+            f"no checkpoint of epoch {config.epochs} was kept (saved: {saver.listing()})"
+        log(f"{saver.run_dir}: trained to epoch {reached}; --epochs {config.epochs} uses epoch "
+            f"{checkpoint.epoch} ({checkpoint.path.name}): {why}")
+    return TrainResult(saver.run_dir, checkpoint.epoch, 0, checkpoint.state.get("metrics", {}))
 
 
 def _check_inputs(config: TrainConfig, model: nn.Module, train_set: ImageSet) -> None:
@@ -145,9 +173,18 @@ def _use_amp(config: TrainConfig, device: torch.device, log: Callable[[str], Non
     return config.amp is not False
 
 
+def _note_legacy_run(legacy: Path, run_dir: Path, log: Callable[[str], None]) -> None:
+    """One line when the same flags trained a run before runs were bound to their dataset."""
+    if legacy != run_dir and has_checkpoints(legacy) and not run_dir.exists():
+        log(f"note: {legacy} was trained before runs recorded their dataset (dataset unknown); it "
+            f"is kept as it is (evaluate it with --run_dir); this run trains in {run_dir}")
+
+
 @contextmanager
-def _claim(ctx: DistContext, run_dir: Path) -> Iterator[None]:
-    """Rank 0 creates and locks the run folder and clears a killed run's temp files; all ranks wait."""
+def _claim(ctx: DistContext, run_dir: Path, data: DataIdentity | None, train_set: ImageSet,
+           accept_changed_data: bool) -> Iterator[None]:
+    """Rank 0 creates and locks the run folder, checks it was trained on ``data`` and clears a
+    killed run's temp files; all ranks wait (and stop together when rank 0 refuses)."""
     if not ctx.is_main:
         ctx.barrier()
         yield
@@ -155,17 +192,19 @@ def _claim(ctx: DistContext, run_dir: Path) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         remove_temp_files(run_dir)
+        if data is not None:
+            bind_data(run_dir, data, train_set.paths, accept_change=accept_changed_data)
         ctx.barrier()
         yield
 
 
-def _resume(run_dir: Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler,
+def _resume(saver: CheckpointSaver, config: TrainConfig, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
             scaler: torch.amp.GradScaler) -> tuple[int, dict[str, float]]:
     """Restore the newest readable checkpoint; return (its epoch, its metrics), or (0, {})."""
-    if not available_epochs(run_dir):
+    checkpoint = saver.resume()
+    if checkpoint is None:
         return 0, {}
-    checkpoint = load_checkpoint(run_dir, "latest")
     state = checkpoint.state
     load_model_state(model, checkpoint, config.model)
     optimizer.load_state_dict(state["optimizer"])
@@ -196,15 +235,16 @@ def _train_epoch(t: _Training, train_set: ImageSet, sampler: PKSampler,
     loss_sum, finite_steps, active = (torch.zeros((), device=device) for _ in range(3))
     batches = _load_batches(train_set, sampler.batches(epoch), t.config.num_workers,
                             pin=device.type == "cuda")
-    for images, labels in tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False,
+    for images, labels, rows in tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False,
                                disable=_bars_off(t.ctx), unit="step"):
         x = to_tensor(images.to(device, non_blocking=True))
         if t.config.augment:
             x = augment(x, generator)
         with torch.autocast(device.type, dtype=torch.float16, enabled=t.amp):
             embeddings = t.net(x)
-        embeddings, labels = gather_batch(t.ctx, embeddings, labels.to(device, non_blocking=True))
-        out = triplet_loss(embeddings, labels, t.config.margin, t.config.mining)
+        embeddings, labels, rows = gather_batch(t.ctx, embeddings, labels.to(device, non_blocking=True),
+                                                rows.to(device, non_blocking=True))
+        out = triplet_loss(embeddings, labels, t.config.margin, t.config.mining, rows)
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(out.loss).backward()
         t.scaler.step(t.optimizer)
@@ -228,14 +268,16 @@ def _seed(*parts: int) -> int:
 
 
 def _load_batches(image_set: ImageSet, batches: list[np.ndarray], workers: int,
-                  pin: bool) -> Iterator[tuple[Tensor, Tensor]]:
-    """(uint8 images, labels) per batch; ``workers`` threads read ahead while the model computes.
+                  pin: bool) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(uint8 images, labels, dataset rows) per batch; ``workers`` threads read ahead while the
+    model computes. The rows let mining tell a repeated image from another photo of its item.
 
     Images travel as uint8 and become float on the device: 4x less to copy than float32.
     """
-    def load(rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    def load(rows: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         images = torch.from_numpy(np.ascontiguousarray(image_set.batch(rows)))
-        return (images.pin_memory() if pin else images), torch.from_numpy(image_set.labels[rows])
+        return (images.pin_memory() if pin else images), torch.from_numpy(image_set.labels[rows]), \
+            torch.from_numpy(rows)
 
     if workers == 0:
         yield from map(load, batches)
@@ -249,7 +291,7 @@ def _load_batches(image_set: ImageSet, batches: list[np.ndarray], workers: int,
             yield ahead.popleft().result()
 
 
-def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, run_dir: Path) -> None:
+def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, saver: CheckpointSaver) -> None:
     """Stop before anything is written when the weights are no longer finite numbers.
 
     A NaN loss in a mixed-precision step alone is not fatal (GradScaler skips that step); NaN
@@ -258,28 +300,26 @@ def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, run_dir: Path) 
     weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
     if weights_ok and math.isfinite(loss):
         return
-    kept = available_epochs(run_dir)
-    raise UserError(f"{run_dir}: training diverged in epoch {epoch} (loss {loss}); nothing was saved "
-                    f"for it and the checkpoints ({', '.join(map(str, kept)) or 'none'}) are kept; "
+    raise UserError(f"{saver.run_dir}: training diverged in epoch {epoch} (loss {loss}); nothing was "
+                    f"saved for it and the checkpoints ({saver.listing()}) are kept; "
                     "train with a lower --learning_rate")
 
 
-def _evaluate(model: nn.Module, eval_set: ImageSet | None, config: TrainConfig,
+def _evaluate(model: nn.Module, eval_set: EvalTarget | None, config: TrainConfig,
               device: torch.device) -> dict[str, float]:
     """The stats file's metric columns, in %: in_any@5 (the original score), precision@1, MAP@R."""
     if eval_set is None:
         return {}
-    metrics = retrieval_metrics(embed(model, eval_set, batch_size=config.batch_size, device=device),
-                                eval_set.labels, k=EVAL_K)
-    percent = in_percent(metrics)
+    percent = in_percent(score(model, eval_set, EVAL_K, device, batch_size=config.batch_size))
     return {"evaluation score": percent[f"in_any@{EVAL_K}"],
             "precision@1": percent["precision@1"], "map@r": percent["map@r"]}
 
 
 def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                      metrics: dict[str, float]) -> dict:
+                      metrics: dict[str, float], data: DataIdentity | None) -> dict:
     return {
+        "data": None if data is None else data.to_dict(),
         "model_name": config.model,
         "model_class": type(model).__name__,
         "model": model.state_dict(),

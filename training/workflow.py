@@ -10,12 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.dataset import ImageSet
+from common.errors import UserError
 from data.sources import locate_dataset
-from data.splits import Splits, describe_skipped, load_splits
+from data.splits import Splits, describe_shared_items, describe_skipped, load_splits
 from data.stats import dataset_stats, format_split, format_stats
-from evaluation.embed import embed
-from evaluation.metrics import retrieval_metrics
+from evaluation.protocol import EvalTarget, QueryGallery, pick_target, score
 from evaluation.report import format_metrics_table
 from models import build_model
 from training.curves import SCORE, read_curve
@@ -35,7 +34,8 @@ def prepare_data(args: argparse.Namespace, ctx: DistContext) -> Path:
     """Locate (fetch/generate) the dataset on rank 0 first, so processes never race on it."""
     if not ctx.is_main:
         ctx.barrier()
-    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.seed, progress=ctx.is_main)
+    root = locate_dataset(args.dataset, Path(args.dataset_dir), seed=args.data_seed,
+                          progress=ctx.is_main)
     if ctx.is_main:
         ctx.barrier()
     return root
@@ -54,9 +54,9 @@ def load_model_splits(root: Path, size: int, args: argparse.Namespace, ctx: Dist
     return splits
 
 
-def evaluate_model(model: nn.Module, eval_set: ImageSet, k: int, device: torch.device) -> dict[str, float]:
-    """Retrieval metrics of `model` on the held-out set."""
-    return retrieval_metrics(embed(model, eval_set, device=device), eval_set.labels, k=k)
+def evaluate_model(model: nn.Module, eval_set: EvalTarget, k: int, device: torch.device) -> dict[str, float]:
+    """Retrieval metrics of `model` on the held-out set (or query -> gallery)."""
+    return score(model, eval_set, k, device)
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -71,14 +71,16 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         torch.manual_seed(args.seed)  # the same command starts from the same initial weights
         model = build_model(name, **model_kwargs(args))
         splits = load_model_splits(root, model.input_size, args, ctx)
+        eval_set = pick_target(splits, TRAIN_EVAL_SPLITS, args.split)
         if ctx.is_main:
-            _report_data(splits, args.dataset_stats and number == 0)
-        eval_set = splits.pick_eval(TRAIN_EVAL_SPLITS, args.split)
+            _report_data(splits, eval_set, args.dataset_stats and number == 0)
         if args.prepare_only:
             continue
         if model.trainable:
+            _check_trainable(splits)
             result = train(config_from_args(args, name, model), model, splits.sets["train"], eval_set,
-                           Path(args.save_dir))
+                           Path(args.save_dir), data=splits.identity,
+                           accept_changed_data=args.accept_changed_data)
             if ctx.is_main:
                 save_effective_params(args, result.run_dir, name)
                 shown.update(_untrained_row(name, result.run_dir))
@@ -87,7 +89,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     if ctx.is_main and results:
         print(f"\nretrieval on {len(eval_set)} held-out images of {len(eval_set.items)} items "
               f"({root}):")
-        print(format_metrics_table(shown, args.num_neighbours))
+        print(format_metrics_table(shown, args.num_neighbours, num_items=len(eval_set.items)))
     return results
 
 
@@ -104,10 +106,18 @@ def _untrained_row(name: str, run_dir: Path) -> dict[str, dict[str, float]]:
                                   "map@r": first["map_at_r"] / 100}}
 
 
-def _report_data(splits: Splits, with_stats: bool) -> None:
-    warning = describe_skipped(splits.skipped, splits.root)
-    if warning:
-        print(warning)
+def _check_trainable(splits: Splits) -> None:
+    """A query/gallery layout without train/ can be evaluated (e.g. --model simple), not trained."""
+    if "train" not in splits.sets:
+        raise UserError(f"{splits.root}: has query/ and gallery/ but no train/ folder, so there is "
+                        "nothing to train on; add train/<item>/<image> or evaluate with --model simple")
+
+
+def _report_data(splits: Splits, eval_set: EvalTarget, with_stats: bool) -> None:
+    scored = eval_set.query if isinstance(eval_set, QueryGallery) else eval_set  # its items' scores
+    for warning in (describe_skipped(splits.skipped, splits.root), describe_shared_items(splits, scored)):
+        if warning:
+            print(warning)
     if with_stats:
         for index in splits.indexes.values():
             print(format_stats(dataset_stats(index, splits.skipped)))
