@@ -43,7 +43,8 @@ def format_metrics_table(results: Mapping[str, Mapping[str, float]], k: int,
         lines.append(f"{label:<14}{cells}")
     counts = "".join(f"{results[n].get('num_queries', '-'):>{width}}" for n in names)
     lines.append(f"{'queries':<14}{counts}")
-    queries = min((int(r.get("num_queries", 0)) for r in results.values()), default=0)
+    # a row without a count (an untrained row read back from training_stats.csv) says nothing here
+    queries = min((int(r["num_queries"]) for r in results.values() if "num_queries" in r), default=0)
     if queries < MIN_QUERIES or (num_items is not None and num_items < MIN_ITEMS):
         items = "" if num_items is None else f"{num_items} items, "
         lines.append(f"warning: only {items}{queries} queries: too few for these numbers to mean "
