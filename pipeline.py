@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     from training.options import new_parser
     parser = new_parser(__doc__.split("\n")[0], "pipeline")
     parser.add_argument("--dataset_stats", action="store_true",
-                        help="print dataset statistics (items, images per item, types, sizes, skipped)")
+                        help="print dataset statistics (items, images per item, types, sizes, skipped "
+                             "files, the train/eval split), then run; with --prepare_only, the statistics alone")
     parser.add_argument("--accept_changed_data", action="store_true",
                         help="continue a run whose dataset gained or lost items since it was "
                              "trained (otherwise refused, naming what changed)")

@@ -1,0 +1,1 @@
+"""Getting images: sources, downloads, archives, the built-in dataset, index, split, cache."""

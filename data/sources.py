@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from data.archive import is_archive, safe_extract
 from data.download import download
-from data.synthetic import generate_synthetic
+from data.synthetic import generate_synthetic, is_generated, read_marker
 from common.errors import UserError
 
 UOB_URL = "https://drive.google.com/u/0/uc?id=1O-492BRWL-_7qN6hL2S4A4BSrLTnoQyw&export=download&confirm=t"
@@ -38,10 +39,17 @@ def locate_dataset(dataset: str, dataset_dir: Path, seed: int = 0, progress: boo
 
 
 def _synthetic_root(dataset_dir: Path, seed: int) -> Path:
+    """The built-in dataset's folder, generated first when missing or made with other parameters."""
     root = dataset_dir / ("synthetic" if seed == 0 else f"synthetic_seed{seed}")
-    if not (root / ".synthetic.json").exists():
-        print(f"generating the built-in synthetic dataset in {root} ...")
-    return generate_synthetic(root, seed=seed)  # returns at once when it is already complete
+    if is_generated(root, seed=seed):
+        return root
+    print(f"generating the built-in synthetic dataset in {root} ...", end="", flush=True)
+    started = time.perf_counter()
+    generate_synthetic(root, seed=seed)
+    marker = read_marker(root) or {}
+    print(f" done in {time.perf_counter() - started:.1f} s ({marker.get('num_items', 0):,} items, "
+          f"{marker.get('num_images', 0):,} photos)")
+    return root
 
 
 def _archive_stem(url_or_name: str) -> str:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Mapping
 
 import numpy as np
 from PIL import Image
 
+from data.dataset import ImageSet
 from data.index import DatasetIndex
 
 
@@ -32,6 +34,18 @@ def dataset_stats(index: DatasetIndex, skipped: list[tuple[str, str]],
         "ignored_files": len(index.ignored),
         "skipped_files": [f"{p} ({why})" for p, why in skipped],
     }
+
+
+def format_split(sets: Mapping[str, ImageSet]) -> str:
+    """One line per split (items, images, single-image items), so a user sees what training
+    sees and what the held-out numbers are measured on before anything is trained."""
+    lines = []
+    for name, image_set in sets.items():
+        per_item = np.bincount(np.asarray(image_set.labels))
+        per_item = per_item[per_item > 0]
+        lines.append(f"split {name:<8} {len(per_item):,} items, {len(image_set):,} images, "
+                     f"{int((per_item == 1).sum())} single-image item(s)")
+    return "\n".join(lines)
 
 
 def _header_size(index: DatasetIndex, row: int) -> tuple[int, int]:

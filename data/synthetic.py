@@ -387,6 +387,13 @@ def _matches(marker: dict | None, params: dict) -> bool:
     return marker is not None and all(marker.get(k) == v for k, v in params.items())
 
 
+def is_generated(root: Path, *, seed: int = 0) -> bool:
+    """Whether `root` holds a complete dataset with these (default-sized) parameters, so that
+    generate_synthetic would return at once; callers use it to announce the slow case."""
+    params = _parameters(seed, DEFAULT_NUM_ITEMS, _photo_range(DEFAULT_PHOTOS_PER_ITEM), DEFAULT_IMAGE_SIZE)
+    return _matches(read_marker(root), params)
+
+
 def generate_synthetic(root: Path, *, seed: int = 0, num_items: int = DEFAULT_NUM_ITEMS,
                        photos_per_item: int | tuple[int, int] = DEFAULT_PHOTOS_PER_ITEM,
                        image_size: int = DEFAULT_IMAGE_SIZE) -> Path:

@@ -21,8 +21,10 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 from common.errors import UserError
+from data.decode import UnreadableImage, decode_image
 
 CASES = ("pass", "fail", "both")
 DEFAULT_FIG_DIR = Path("data/files_to_gitignore/eval_figs")
@@ -45,6 +47,12 @@ class ImageSource(Protocol):
     items: list[str]
 
     def batch(self, indices: np.ndarray | list[int]) -> np.ndarray: ...
+
+
+class PhotoSource(ImageSource, Protocol):
+    """An ImageSource that also knows each image's photo file."""
+
+    paths: list[str]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +81,7 @@ def select_queries(
         raise ValueError(f"neighbour_labels {neighbour_labels.shape} must be (Q, k) "
                          f"with Q = len(query_labels) = {len(query_labels)}")
     if show_nums is not None:
-        return _checked_show_nums(show_nums, len(query_labels))
+        return check_show_nums(show_nums, len(query_labels))
     if case not in CASES:
         raise UserError(f"--show_case: unknown case {case!r}; use one of {', '.join(CASES)}")
     if limit is not None and limit < 0:
@@ -91,8 +99,11 @@ def _case_mask(same: np.ndarray, case: str) -> np.ndarray:
     return {"pass": passed, "fail": ~passed, "both": np.ones_like(passed)}[case]
 
 
-def _checked_show_nums(show_nums: Sequence[int], num_queries: int) -> np.ndarray:
-    """The requested query numbers as an index array, or a UserError naming the valid range."""
+def check_show_nums(show_nums: Sequence[int], num_queries: int) -> np.ndarray:
+    """The requested query numbers as an index array, or a UserError naming the valid range.
+
+    evaluate.py calls it as soon as the gallery is known, so a typo stops the run before any
+    metric is computed or printed."""
     nums = np.asarray(list(show_nums), dtype=np.int64)
     bad = nums[(nums < 0) | (nums >= num_queries)]
     if len(bad) == 0:
@@ -134,6 +145,11 @@ class PageLayout:
         return width, height
 
     @property
+    def cell_px(self) -> int:
+        """Side of one image on the saved page, in pixels: the resolution worth decoding at."""
+        return round(self.cell_in * self.dpi)
+
+    @property
     def pixel_size(self) -> tuple[int, int]:
         """(width, height) of the saved PNG, computed the way the Agg renderer does."""
         width, height = self.figsize
@@ -159,6 +175,34 @@ class PageLayout:
         """The pixel at the centre of an image, for tests that check what was drawn where."""
         left, top, right, bottom = self.image_box_px(row, col)
         return int((left + right) / 2), int((top + bottom) / 2)
+
+
+class PhotoFiles:
+    """An image set seen at display resolution: each image decoded from its own photo file at
+    ``size`` px (a page cell), instead of the model-input-size cache that a page would have to
+    blow up (64 px looks blurred at 150). A file that cannot be read any more (moved, deleted
+    since the cache was built) falls back to the cached image, enlarged."""
+
+    def __init__(self, image_set: PhotoSource, size: int = PageLayout(rows=1, cols=1).cell_px):
+        self.labels = image_set.labels
+        self.items = image_set.items
+        self.paths = image_set.paths
+        self.size = size
+        self._cached = image_set
+
+    def batch(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        rows = np.asarray(indices, dtype=np.int64).ravel()
+        out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
+        for n, row in enumerate(rows):
+            out[n] = self._read(int(row))
+        return out
+
+    def _read(self, row: int) -> np.ndarray:
+        try:
+            return decode_image(Path(self.paths[row]), self.size)
+        except (UnreadableImage, OSError):
+            cached = Image.fromarray(self._cached.batch([row])[0])
+            return np.asarray(cached.resize((self.size, self.size), Image.Resampling.BICUBIC))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,10 +332,19 @@ def _deliver(pages: Sequence[PageBuilder], out_dir: Path | None, fallback_dir: P
         return []
     target = fallback_dir if out_dir is None else out_dir
     paths = [_save(build(), target / name) for name, build in pages]
+    _remove_stale_pages(target, {path.name for path in paths})
     if out_dir is None and paths:
         print(f"figures: no display to show them on (matplotlib backend "
               f"{matplotlib.get_backend()!r}); saved {len(paths)} page(s) to {target}")
     return paths
+
+
+def _remove_stale_pages(folder: Path, kept: set[str]) -> None:
+    """Delete the numbered pages (``<n>.png``) of ``folder`` that this call did not write: they
+    are an earlier run's leftovers. Other files, such as a query's figure, are never touched."""
+    for path in folder.glob("*.png"):
+        if path.stem.isdigit() and path.name not in kept:
+            path.unlink()
 
 
 def _show(figures: list[Figure]) -> None:
@@ -335,7 +388,9 @@ def render_pages(
 ) -> list[Path]:
     """Draw each query (an index into ``image_set``) beside its neighbours, ``rows_per_page``
     rows a page, saved as ``out_dir/1.png, 2.png, ...``; row i uses ``neighbour_idx[i]`` and
-    ``neighbour_dist[i]``. With ``out_dir`` None the pages are shown, or saved into
+    ``neighbour_dist[i]``. Each page's title ends with its query numbers (what --show_nums
+    takes). Numbered pages left in the folder by an earlier, longer run of the same evaluation
+    are removed, so the folder holds exactly this run's pages. With ``out_dir`` None the pages are shown, or saved into
     ``fallback_dir`` when there is no display. Returns the saved paths.
     """
     query_idx = np.asarray(query_idx, dtype=np.int64)
@@ -347,9 +402,10 @@ def render_pages(
 
     def builder(page: int, start: int) -> Callable[[], Figure]:
         part = slice(start, start + rows_per_page)
+        numbers = ", ".join(map(str, query_idx[part]))
         return lambda: draw_page(
             result_rows(image_set, query_idx[part], neighbour_idx[part], neighbour_dist[part]),
-            _page_title(title, page, len(starts)))
+            _page_title(f"{title}; queries {numbers}", page, len(starts)))
 
     pages = [(f"{page}.png", builder(page, start)) for page, start in enumerate(starts, 1)]
     return _deliver(pages, out_dir, fallback_dir)

@@ -5,8 +5,11 @@ the query's item, is how many relevant images exist. Images whose item has no ot
 (R = 0) cannot be queried: they stay in the gallery but are left out of every average, and are
 counted in ``num_unqueryable`` so a report says what the fractions are of.
 
-- ``closest_i``: fraction of queries whose i-th nearest image is relevant (i = 1..k). Where the
-  gallery has fewer than i other images there is no i-th neighbour, which counts as not relevant.
+- ``closest_i``: fraction of queries whose i-th nearest image is relevant (i = 1..k), counted
+  only over queries with at least i other images of their item (R >= i). For the others a
+  perfect ranking has already used up the item's images before rank i, so counting them would
+  pull a perfect model below 100% (to 0 when every item has i images or fewer). When no query
+  has R >= i, ``closest_i`` is left out (a table shows "-").
 - ``in_any@k``: fraction with a relevant image among the k nearest, the original project's
   "evaluation score". With k at least the gallery size it is 1 (every queryable image has a
   partner somewhere).
@@ -79,14 +82,23 @@ def metrics_from_neighbours(neighbour_labels: np.ndarray, query_labels: np.ndarr
     relevant = neighbour_labels[queryable] == np.asarray(query_labels)[queryable, None]
     r = r_counts[queryable]
     metrics: dict[str, float] = {}
-    closest = _pad_columns(relevant[:, :k], k).mean(0)
-    metrics.update({f"closest_{i + 1}": float(c) for i, c in enumerate(closest)})
+    metrics.update(_closest(_pad_columns(relevant[:, :k], k), r))
     metrics[f"in_any@{k}"] = float(relevant[:, :k].any(1).mean())
     metrics["precision@1"] = metrics["closest_1"]
     metrics.update(_r_metrics(relevant, r))
     metrics["num_queries"] = int(queryable.sum())
     metrics["num_unqueryable"] = int((~queryable).sum())
     return metrics
+
+
+def _closest(relevant: np.ndarray, r: np.ndarray) -> dict[str, float]:
+    """closest_i over the queries that have an i-th relevant image to find (R >= i)."""
+    out = {}
+    for i in range(1, relevant.shape[1] + 1):
+        possible = r >= i
+        if possible.any():
+            out[f"closest_{i}"] = float(relevant[possible, i - 1].mean())
+    return out
 
 
 def _r_metrics(relevant: np.ndarray, r: np.ndarray) -> dict[str, float]:

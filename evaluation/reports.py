@@ -3,7 +3,7 @@
 Written by `evaluate.py --reports_dir DIR` (the `evaluate` stage of dvc.yaml) so that one folder
 holds what a person or `dvc metrics show` / `dvc plots show` needs to judge a run:
 
-    DIR/metrics.json               final retrieval metrics (plain JSON numbers)
+    DIR/metrics.json               final retrieval metrics in % (counts as integers)
     DIR/training_curves.csv        the run's training_stats.csv with tidy column names
     DIR/plots/training_curves.png  loss and evaluation score per epoch
     DIR/plots/embedding.png        eval embeddings in 2-D, coloured by item, with thumbnails
@@ -22,6 +22,7 @@ import torch
 from common.atomic import atomic_write_text
 from evaluation.curves import plot_curves, write_curve_csv
 from evaluation.embedding_plot import ImageSource, plot_embedding
+from evaluation.report import in_percent
 from training.curves import read_curve
 
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -34,16 +35,18 @@ EMBEDDING_PNG = "embedding.png"
 
 def write_reports(out_dir: Path, *, metrics: Mapping[str, Any], run_dir: Path | None,
                   embeddings: torch.Tensor | np.ndarray | None, image_set: ImageSource | None,
-                  projection: str = "pca", max_thumbnails: int = 60) -> dict[str, Path]:
+                  projection: str = "tsne", max_thumbnails: int = 60) -> dict[str, Path]:
     """Write the reports that have inputs and return {"metrics", "curves_csv", "curves_png",
     "embedding_png"} -> path for those written.
 
+    ``metrics`` are fractions, as the metric functions return them; metrics.json holds them in
+    percent, the scale of the console table and training_stats.csv.
     ``run_dir`` None (an untrained model such as `simple`) gives no training curves; embeddings
     or image_set None gives no embedding plot. metrics.json is always written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"metrics": write_metrics(metrics, out_dir / METRICS_FILE)}
+    written = {"metrics": write_metrics(in_percent(metrics), out_dir / METRICS_FILE)}
     if run_dir is not None:
         curve = read_curve(Path(run_dir))
         written["curves_csv"] = write_curve_csv(curve, out_dir / CURVES_CSV)

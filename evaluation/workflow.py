@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from common.errors import UserError
 from data.dataset import ImageSet
 from data.decode import LETTERBOX
 from data.identity import safe_name
+from data.settings import DATA_SETTINGS
 from evaluation.embed import embed
 from evaluation.export import export_model
-from evaluation.figures import render_pages, select_queries
+from evaluation.figures import PhotoFiles, check_show_nums, render_pages, select_queries
 from evaluation.gallery import Gallery, choose_gallery, concat_sets, dataset_root
 from evaluation.gallery_index import GalleryIndex, embed_unsaved, load_or_build
 from evaluation.metrics import Retrieval, evaluate_retrieval
@@ -57,7 +59,7 @@ def find_run_dir(args: argparse.Namespace, model: nn.Module | None) -> Path:
         listing = ", ".join(runs) if runs else "none"
         raise UserError(f"{run_dir}: no such run folder (runs in {save_dir}: {listing}); train it with "
                         "pipeline.py, pass the dataset and hyperparameters it was trained with, or "
-                        "--run_dir")
+                        "--run_dir" + _only_run_hint(args, save_dir, runs, type(model).__name__))
     return run_dir
 
 
@@ -87,6 +89,19 @@ def downloaded_run(args: argparse.Namespace, model: nn.Module | None) -> Path:
     return pick_run(runs, args.model, {path.name for path in named_run_dirs(args, model)}).path
 
 
+def _only_run_hint(args: argparse.Namespace, save_dir: Path, runs: list[str], model_class: str) -> str:
+    """When the model has exactly one run, the command that evaluates it, ready to paste."""
+    mine = [name for name in runs if Path(name).name.startswith(f"{model_class}_LR_")]
+    if len(mine) != 1:
+        return ""
+    command = ["python", "evaluate.py", "--model", args.model, "--run_dir", str(save_dir / mine[0])]
+    for setting in DATA_SETTINGS:  # the same images to evaluate on
+        value = getattr(args, setting.name)
+        if value != setting.default:
+            command += [setting.flags[-1]] if setting.is_switch else [setting.flags[-1], str(value)]
+    return f"; to evaluate the one {args.model} run: {shlex.join(command)}"
+
+
 def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     """Load the model (and checkpoint), then search --query photos or score the gallery."""
     if args.list_runs:
@@ -99,7 +114,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         results_format(Path(args.results))
     device = pick_device(args.device)
     model = build_model(args.model, **model_kwargs(args)) if args.model in MODEL_NAMES else None
-    label, run_label, run_dir, recorded = args.model, args.model, None, None
+    label, run_label, run_dir, recorded, epoch = args.model, args.model, None, None, None
     if model is None or model.trainable or args.download_weights or args.export_weights:
         run_dir = find_run_dir(args, model)
         if args.export_weights:
@@ -110,8 +125,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
             args = argparse.Namespace(**{**vars(args), "model": model.name})
         else:
             recorded = checkpoint.state.get("data") or read_hparams(run_dir).get("data")
-        label = f"{args.model} (epoch {checkpoint.epoch} of {run_dir})"
-        run_label = f"{run_dir.name}, epoch {checkpoint.epoch}"
+        epoch = checkpoint.epoch
+        label = f"{args.model} (epoch {epoch} of {run_dir})"
+        run_label = f"{run_dir.name}, epoch {epoch}"
     if args.export_model:
         written = export_model(model, Path(args.export_model))
         print(f"exported {label} to {', '.join(map(str, written))}: {model.input_size} px input, "
@@ -119,6 +135,9 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
         return {}
     model.to(device)
     gallery = model_gallery(args, model, run_dir, recorded)
+    if args.show_nums is not None and not (args.no_figures or args.query):
+        target = gallery.target
+        check_show_nums(args.show_nums, len(target.query if isinstance(target, QueryGallery) else target))
     if args.query:  # metrics write no index: a run folder (a DVC stage's input) stays unchanged
         index_dir = run_dir / INDEX_FOLDER if run_dir else cache_dir(args.dataset_dir) / "index"
         index = load_or_build(model, gallery.images, index_dir, gallery.file_key, device)
@@ -129,7 +148,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, float]:
     if args.query:
         run_search(args, model, device, gallery, index, run_label, figure_dir(args, "query"))
         return {}
-    return score_gallery(args, model, device, gallery, index, label, run_dir)
+    return score_gallery(args, model, device, gallery, index, label, run_dir, epoch)
 
 
 def model_gallery(args: argparse.Namespace, model: nn.Module, run_dir: Path | None,
@@ -147,7 +166,8 @@ def model_gallery(args: argparse.Namespace, model: nn.Module, run_dir: Path | No
 
 
 def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.device, gallery: Gallery,
-                  index: GalleryIndex, label: str, run_dir: Path | None) -> dict[str, float]:
+                  index: GalleryIndex, label: str, run_dir: Path | None,
+                  epoch: int | None = None) -> dict[str, float]:
     """Metrics of the gallery (query -> gallery for that layout), then reports and figures."""
     k, target = args.num_neighbours, gallery.target
     if isinstance(target, QueryGallery):
@@ -164,27 +184,47 @@ def score_gallery(args: argparse.Namespace, model: nn.Module, device: torch.devi
         written = write_reports(Path(args.reports_dir), metrics=metrics, run_dir=run_dir,
                                 embeddings=index.tensor(), image_set=gallery.images,
                                 projection=args.projection)
-        print(f"reports written to {args.reports_dir}/: {', '.join(p.name for p in written.values())}")
+        print(f"reports written: {', '.join(str(p) for p in written.values())}")
     if args.no_figures:
         return metrics
     if isinstance(target, QueryGallery):
         both = concat_sets([target.query, target.gallery], target.query.index.root.parent)
-        show_figures(args, both, retrieval, gallery_start=len(target.query))
+        show_figures(args, both, retrieval, run_dir, epoch, gallery_start=len(target.query))
     else:
-        show_figures(args, target, retrieval)
+        show_figures(args, target, retrieval, run_dir, epoch)
     return metrics
 
 
+def figure_root(args: argparse.Namespace) -> Path:
+    return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs"
+
+
 def figure_dir(args: argparse.Namespace, case: str) -> Path:
-    return Path(args.dataset_dir) / "files_to_gitignore" / "eval_figs" / f"{args.model}_{case}"
+    return figure_root(args) / f"{args.model}_{case}"
+
+
+def pages_dir(args: argparse.Namespace, run_dir: Path | None, epoch: int | None) -> Path:
+    """``eval_figs/<model>/<run>_epoch<N>_<case>/``: one folder per evaluation, so re-running it
+    replaces its own pages and never another run's, checkpoint's, case's or a query's."""
+    source = f"{run_dir.name}_epoch{epoch}" if run_dir is not None else "untrained"
+    return figure_root(args) / args.model / f"{source}_{_case_label(args)}"
+
+
+def _case_label(args: argparse.Namespace) -> str:
+    if args.show_nums is None:
+        return args.show_case
+    nums = "-".join(map(str, args.show_nums[:8]))
+    return f"nums_{nums}" + (f"_and_{len(args.show_nums) - 8}_more" if len(args.show_nums) > 8 else "")
 
 
 def show_figures(args: argparse.Namespace, images: ImageSet, retrieval: Retrieval,
-                 gallery_start: int = 0) -> None:
+                 run_dir: Path | None, epoch: int | None, gallery_start: int = 0) -> None:
     """Pages of queries beside their nearest images, filtered by --show_case / --show_nums.
 
     `gallery_start` 0: every image queries the others (leave-one-out). Otherwise rows before it
-    are the queries and rows from it the gallery that `retrieval`'s indices point into.
+    are the queries and rows from it the gallery that `retrieval`'s indices point into. Each
+    image is read from its photo file at the page's display size (PhotoFiles), not from the
+    model-input-size cache, which at 64 px looks blurred on a page.
     """
     k = args.num_neighbours  # the metrics' search went at least this deep
     dists = retrieval.distances[:, :k].cpu().numpy()
@@ -198,10 +238,12 @@ def show_figures(args: argparse.Namespace, images: ImageSet, retrieval: Retrieva
     if len(rows) == 0:
         print(f"no query matches --show_case {args.show_case}; nothing to draw")
         return
-    out = figure_dir(args, args.show_case)
-    pages = render_pages(images, rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
+    out = pages_dir(args, run_dir, epoch)
+    source = f"{run_dir.name}, epoch {epoch}" if run_dir is not None else "untrained"
+    case = "chosen queries" if args.show_nums is not None else f"{args.show_case} cases"
+    pages = render_pages(PhotoFiles(images), rows, idx[rows], dists[rows], rows_per_page=args.num_disp,
                          out_dir=out if args.save_fig else None, fallback_dir=out,
-                         title=f"{args.model}: {args.show_case} cases")
+                         title=f"{args.model} ({source}): {case}")
     if args.save_fig:
         print(f"saved {len(pages)} figure page(s) of {len(rows)} queries to {out}/")
 

@@ -38,3 +38,9 @@ def one_torch_thread():
 def tiny_run(tmp_path_factory) -> TinyRun:
     """A finished simple_net run (see tests/tiny_run.py), trained once per session; read-only."""
     return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run):
+    """The session's finished simple_net run: (dataset, save_dir, flags that find it)."""
+    return tiny_run.dataset, tiny_run.save_dir, tiny_run.flags

@@ -33,3 +33,6 @@ def make_noise_dataset(root: Path, num_items: int = 20, per_item: int = 3, size:
             pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"item_{i:03d}_{n}.png")
     return root
+
+# Flags of a tiny, fast training run (batches of 4 items x 2 images, no augmentation).
+TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]

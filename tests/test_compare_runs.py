@@ -30,7 +30,7 @@ def make_run(save_dir: Path, scores: dict[int, float], checkpoints: list[int], *
     for epoch in range(max(scores) + 1):
         row = {"epoch": epoch, "mean training loss": 1.0 / (epoch + 1) if epoch else None}
         if epoch in scores:
-            row |= {"evaluation score": scores[epoch], "precision@1": scores[epoch] / 200}
+            row |= {"evaluation score": scores[epoch], "precision@1": scores[epoch] / 2}  # both in %
         stats.add(row)
     for epoch in checkpoints:
         (run_dir / f"{epoch}.pth").write_bytes(b"")
@@ -61,7 +61,7 @@ def test_list_runs_reads_every_run_folder_best_first(save_dir):
     assert (best["model"], best["lr"], best["lr_decay"], best["batch_size"]) == ("simple_net", 0.001, 0.95, 64)
     assert best["other"]["images_per_item"] == 8 and best["other"]["mining"] == "hard"
     assert (best["dataset"], original["dataset"]) == ("synthetic", None)
-    assert (best["best_score"], best["best_score_epoch"], best["best_precision_at_1"]) == (80.0, 2, 0.4)
+    assert (best["best_score"], best["best_score_epoch"], best["best_precision_at_1"]) == (80.0, 2, 40.0)
     assert (best["last_checkpoint"], best["last_epoch"]) == (4, 4)
     assert (default["best_score"], default["best_score_epoch"], default["last_checkpoint"]) == (70.0, 2, 4)
     # no hparams.json: the folder name still gives the model class and the hyperparameters
@@ -74,7 +74,7 @@ def test_table_shows_hyperparameters_and_best_scores(save_dir):
     table = format_runs_table(list_runs(save_dir))
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["model", "lr", "decay", "BS"] and set(lines[1]) == {"-"}
-    assert "K=8 mining=hard" in lines[2] and "80.0%" in lines[2] and "0.400" in lines[2]
+    assert "K=8 mining=hard" in lines[2] and "80.0%" in lines[2] and "40.0%" in lines[2]
     assert lines[2].endswith("synthetic/SimpleNet_LR_0.001_decay_0.95_BS_64_K_8_mining_hard")
     assert "70.0%" in lines[3] and lines[4].split()[:2] == ["SimpleNet", "0.01"]
     assert format_runs_table([]) == "no runs"

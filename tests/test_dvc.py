@@ -103,8 +103,17 @@ def test_top_level_plots_read_declared_outputs_and_columns():
     for plot in dvc_file()["plots"]:
         (title, options), = plot.items()
         assert options["x"] == "epoch", title
-        for path, column in options["y"].items():
-            assert path in evaluate_outputs and column in TIDY_COLUMNS, f"{title}: {path} {column}"
+        for path, columns in options["y"].items():
+            for column in columns if isinstance(columns, list) else [columns]:
+                assert path in evaluate_outputs and column in TIDY_COLUMNS, f"{title}: {path} {column}"
+
+
+def test_no_dependency_file_is_empty():
+    """`dvc repro` warns "'<file>' is empty" for each empty file dep: a new user reads it as a fault."""
+    for name, stage in stages().items():
+        for dep in entries(stage, "deps"):
+            path = REPO / dep
+            assert not path.is_file() or path.stat().st_size > 0, f"{name}: dep {dep} is an empty file"
 
 
 @lru_cache(maxsize=None)
@@ -146,12 +155,13 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(command: str | list[str], cwd: Path, env: dict[str, str]) -> str:
-    """Run ``command`` (a string through the shell, as DVC runs a stage) and return its stdout."""
+def run(command: str | list[str], cwd: Path, env: dict[str, str], with_stderr: bool = False) -> str:
+    """Run ``command`` (a string through the shell, as DVC runs a stage) and return its stdout
+    (followed by its stderr, where DVC writes its warnings, when asked)."""
     result = subprocess.run(command, shell=isinstance(command, str), cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=STAGE_TIMEOUT_S)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+    return result.stdout + (result.stderr if with_stderr else "")
 
 
 def assert_outputs_exist(workspace: Path) -> None:
@@ -188,7 +198,7 @@ def test_dvc_repro_runs_the_pipeline(tmp_path):
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a user's machine: stages leave __pycache__/ in deps
     run(["git", "init", "-q"], workspace, env)
     run([*dvc, "init", "-q"], workspace, env)
-    run([*dvc, "repro"], workspace, env)
+    assert "is empty" not in run([*dvc, "repro"], workspace, env, with_stderr=True)
     assert_outputs_exist(workspace)
     status = run([*dvc, "status"], workspace, env)
     assert "up to date" in status, f"dvc status right after dvc repro (is __pycache__/ in .dvcignore?):\n{status}"

@@ -15,12 +15,6 @@ from tests.http_server import Route
 from tests.pages import cell_colour, frame_colour, hex_rgb, page_layout
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_run):
-    """The session's finished simple_net run: (dataset, save_dir, flags that find it)."""
-    return tiny_run.dataset, tiny_run.save_dir, tiny_run.flags
-
-
 def run_evaluate(argv, capsys):
     code = run_main(evaluate.main, argv)
     out, err = capsys.readouterr()
@@ -60,7 +54,8 @@ def test_saved_figure_pages_hold_the_requested_queries(trained, capsys, tmp_path
     code, out, _ = run_evaluate(argv, capsys)
     assert code == 0 and "saved 2 figure page(s) of 3 queries" in out
     data_dir = common[common.index("--dataset_dir") + 1]
-    pages = sorted((tmp_path.parent / data_dir).glob("files_to_gitignore/eval_figs/simple_net_both/*.png"))
+    figs = tmp_path.parent / data_dir / "files_to_gitignore" / "eval_figs"
+    pages = sorted(figs.glob("simple_net/*_epoch2_nums_0-3-5/*.png"))
     assert [p.name for p in pages] == ["1.png", "2.png"]
     first, second = (Image.open(p) for p in pages)
     assert first.width == second.width and first.height > second.height  # 2 rows vs 1 row
@@ -112,7 +107,7 @@ def test_figure_pages_show_each_query_beside_its_true_neighbours(grey_shop, case
     argv = [*common, "--save_fig", "--show_case", case, "--num_disp", "2", "--num_pages", "0"]
     code, out, _ = run_evaluate(argv, capsys)
     assert code == 0, out
-    pages = sorted((data_dir / "files_to_gitignore" / "eval_figs" / f"simple_{case}").glob("*.png"),
+    pages = sorted((data_dir / "files_to_gitignore" / "eval_figs" / "simple" / f"untrained_{case}").glob("*.png"),
                    key=lambda p: int(p.stem))
     assert f"saved {len(pages)} figure page(s) of {len(expected_rows)} queries" in out
     shown = []

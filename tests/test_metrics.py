@@ -9,6 +9,7 @@ from torch import nn
 from common.errors import UserError
 from evaluation.embed import embed
 from evaluation.metrics import metrics_from_neighbours, retrieval_metrics
+from evaluation.report import format_metrics_table
 
 # Six points on a line, three items (A=0, B=1, C=2). Ranking of the others, ties by lower index:
 #   q0 @0 A: 1(1) 2(2) 3(4) 4(7) 5(9)  -> B A B C A   R=2
@@ -25,8 +26,9 @@ def test_points_on_a_line_by_hand():
     m = retrieval_metrics(LINE, LINE_LABELS, k=3)
     assert m["num_queries"] == 5 and m["num_unqueryable"] == 1
     assert m["closest_1"] == 0.0 and m["precision@1"] == 0.0
-    assert m["closest_2"] == pytest.approx(3 / 5)  # q0, q2, q3
-    assert m["closest_3"] == pytest.approx(2 / 5)  # q1, q5
+    # closest[i] counts only queries with R >= i: closest[2] is of q0, q2, q5 (R=2)
+    assert m["closest_2"] == pytest.approx(2 / 3)  # q0, q2 (q3, R=1, is not counted)
+    assert "closest_3" not in m  # no query has 3 other images of its item
     assert m["in_any@3"] == pytest.approx(1.0)
     # R-precision: q0 1/2, q2 1/2, others 0. MAP@R: q0 and q2 hit at rank 2 only: P(2)/R = 1/4
     assert m["r_precision"] == pytest.approx(1 / 5)
@@ -44,18 +46,30 @@ def test_metrics_from_neighbours_by_hand():
                                "num_queries": 2, "num_unqueryable": 1})
 
 
+def test_a_perfect_ranking_scores_100_at_every_rank_it_can_fill():
+    # items of 2, 3 and 4 images, well apart: every query's R nearest are its own item
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    emb = torch.tensor(labels * 10.0 + np.arange(9) * 0.1, dtype=torch.float32)[:, None]
+    m = retrieval_metrics(emb, labels, k=4)
+    assert [m[f"closest_{i}"] for i in (1, 2, 3)] == [1.0, 1.0, 1.0]  # 9, 7 and 4 queries counted
+    assert "closest_4" not in m  # nobody has 4 other images: "-" in the table, never 0.0
+    assert format_metrics_table({"m": m}, 4).splitlines()[5].split() == ["closest[4]", "-"]
+
+
 def test_duplicates_tie_and_lower_index_wins():
     # all four images identical: every query ranks the other three by index
     #   q0: 1 2 3 -> B A B   q1: 0 2 3 -> A A B   q2: 0 1 3 -> A B B   q3: 0 1 2 -> A B A
     m = retrieval_metrics(torch.zeros(4, 3), np.array([0, 1, 0, 1]), k=3)
-    assert (m["closest_1"], m["closest_2"], m["closest_3"]) == pytest.approx((1 / 4, 2 / 4, 1 / 4))
+    assert m["closest_1"] == pytest.approx(1 / 4)
+    assert "closest_2" not in m and "closest_3" not in m  # no item has 2 other images
     assert m["in_any@3"] == 1.0 and m["map@r"] == m["r_precision"] == pytest.approx(1 / 4)
 
 
 def test_k_larger_than_the_gallery():
     # positions 0, 1, 5, 6; items A A B B: each query's nearest is its partner, then the other two
     m = retrieval_metrics(torch.tensor([[0.0], [1.0], [5.0], [6.0]]), [0, 0, 1, 1], k=10)
-    assert [m[f"closest_{i}"] for i in range(1, 11)] == [1.0] + [0.0] * 9  # ranks 4..10 do not exist
+    assert m["closest_1"] == 1.0  # each item has one other image: closest[2..10] are not counted
+    assert not [key for key in m if key.startswith("closest_") and key != "closest_1"]
     assert m["in_any@10"] == 1.0 and m["map@r"] == 1.0 and m["r_precision"] == 1.0
 
 
@@ -79,8 +93,9 @@ def loop_reference(emb: np.ndarray, labels: np.ndarray, k: int) -> dict[str, flo
             continue
         hits = rel[:r]
         ap = sum(sum(hits[:i + 1]) / (i + 1) for i in range(r) if hits[i]) / r
-        rows.append([rel[i] if i < len(rel) else False for i in range(k)] + [any(rel[:k]), ap, sum(hits) / r])
-    table = np.array(rows, dtype=np.float64).mean(0)
+        closest = [(rel[i] if i < len(rel) else False) if i < r else np.nan for i in range(k)]
+        rows.append(closest + [any(rel[:k]), ap, sum(hits) / r])
+    table = np.nanmean(np.array(rows, dtype=np.float64), 0)
     out = {f"closest_{i + 1}": table[i] for i in range(k)}
     out.update({f"in_any@{k}": table[k], "map@r": table[k + 1], "r_precision": table[k + 2]})
     return out

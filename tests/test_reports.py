@@ -75,8 +75,8 @@ def test_write_reports_writes_every_file(tmp_path):
     assert set(written) == {"metrics", "curves_csv", "curves_png", "embedding_png"}
     assert written["metrics"] == tmp_path / "reports" / "metrics.json"
     assert written["curves_png"].parent == written["embedding_png"].parent == tmp_path / "reports" / "plots"
-    assert json.loads(written["metrics"].read_text()) == {
-        "precision@1": 0.5, "map@r": 0.25, "num_queries": 24, "in_any@5": 0.75, "broken": None}
+    assert json.loads(written["metrics"].read_text()) == {  # in %, as the console table; counts as counts
+        "precision@1": 50.0, "map@r": 25.0, "num_queries": 24, "in_any@5": 75.0, "broken": None}
 
     with open(written["curves_csv"], newline="") as f:
         rows = list(csv.DictReader(f))
@@ -108,17 +108,25 @@ def test_thumbnails_are_drawn_for_the_sample_only(tmp_path):
 def test_tsne_projection_on_tiny_data(tmp_path):
     image_set = FakeImageSet(items=3, per_item=3)
     emb = clustered_embeddings(image_set, dim=5)
-    points = project_2d(emb, "tsne")
-    assert points.shape == (9, 2) and np.isfinite(points).all()
+    points, axes = project_2d(emb, "tsne")
+    assert points.shape == (9, 2) and np.isfinite(points).all() and axes == ("t-SNE 1", "t-SNE 2")
     assert plot_embedding(emb, image_set, tmp_path / "tsne.png", projection="tsne").stat().st_size > 10_000
 
 
 def test_projection_edge_cases():
-    assert project_2d(np.arange(4.0).reshape(4, 1)).shape == (4, 2)
+    assert project_2d(np.arange(4.0).reshape(4, 1)).points.shape == (4, 2)
     with pytest.raises(UserError, match="--projection umap"):
         project_2d(np.zeros((5, 3)), "umap")
     with pytest.raises(UserError, match="at least 3 images"):
         project_2d(np.zeros((2, 3)))
+
+
+def test_pca_axes_say_how_much_variance_they_hold():
+    signs = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [1, -1, -1],
+                      [-1, 1, 1], [-1, 1, -1], [-1, -1, 1], [-1, -1, -1]], dtype=float)
+    emb = signs * np.array([4.0, 2.0, 1.0])  # centred, orthogonal columns: variances 16 : 4 : 1
+    _, (x_label, y_label) = project_2d(emb, "pca")
+    assert (x_label, y_label) == ("PC1 (76% of the variance)", "PC2 (19%)")  # 16/21, 4/21
 
 
 def test_spread_sample_picks_distinct_far_apart_points():

@@ -259,7 +259,7 @@ def test_query_gallery_layout_through_evaluate(tmp_path, capsys):
     assert metrics["r_precision"] == 0.5 and metrics["map@r"] == 0.5
     assert metrics["num_queries"] == 2 and metrics["num_unqueryable"] == 1
     assert "3 query images against 4 gallery images" in capsys.readouterr().out
-    figures = tmp_path / "data" / "files_to_gitignore" / "eval_figs" / "simple_both"
+    figures = tmp_path / "data" / "files_to_gitignore" / "eval_figs" / "simple" / "untrained_both"
     code, out, err = run_evaluate(argv[:-1] + ["--save_fig", "--num_disp", "5"], capsys)
     assert code == 0, err
     assert "saved 1 figure page(s) of 2 queries" in out  # D's query has nothing to find: not drawn

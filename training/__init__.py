@@ -1,0 +1,1 @@
+"""Training: settings, the shared command line, batches, mining, loss, the trainer, run folders."""

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common.cli import DefaultsHelpFormatter
+from common.cli import DefaultsHelpFormatter, SuggestingParser
 from common.params import add_params_option, write_effective_params
 from common.settings import EVALUATE, PIPELINE, Setting, add_settings
 from data.settings import DATA_SETTINGS
@@ -49,10 +49,10 @@ def new_parser(description: str, front_end: str) -> argparse.ArgumentParser:
     """A front end's parser with every shared setting it takes, --params and --debug.
 
     Defaults are printed by the formatter (help texts never repeat them), and abbreviations
-    are off: ``--epoch 2`` must not silently mean ``--epochs``.
+    are off: ``--epoch 2`` must not silently mean ``--epochs`` (the error suggests it instead).
     """
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=DefaultsHelpFormatter)
+    parser = SuggestingParser(description=description, allow_abbrev=False,
+                              formatter_class=DefaultsHelpFormatter)
     add_settings(parser, ALL_SETTINGS, front_end)
     add_params_option(parser)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")

@@ -30,7 +30,7 @@ def list_runs(save_dir: Path) -> list[dict[str, Any]]:
     Keys: name (the folder under save_dir, "(dataset unknown)" when it records no dataset),
     dataset, path, model, model_class, lr, lr_decay, batch_size, other (the remaining
     hyperparameters), last_checkpoint, last_epoch (last row of the stats), best_score and
-    best_score_epoch (in_any@5 in %), best_precision_at_1. Values a run does not have are None.
+    best_score_epoch (in_any@5 in %), best_precision_at_1 (in %). Values a run does not have are None.
     A folder is a run when it holds hparams.json, training_stats.csv or a checkpoint; runs are
     found in save_dir/<dataset>/ and, from before runs were bound to their data, in save_dir.
     """
@@ -107,7 +107,7 @@ def _table_row(run: dict[str, Any]) -> tuple[str, ...]:
     return (_text(run["model"] or run["model_class"]), _text(run["lr"]), _text(run["lr_decay"]),
             _text(run["batch_size"]), _other(run["other"]), _text(run["last_checkpoint"]),
             _text(run["best_score"], "{:.1f}%"), _text(run["best_score_epoch"]),
-            _text(run["best_precision_at_1"], "{:.3f}"), run["name"])
+            _text(run["best_precision_at_1"], "{:.1f}%"), run["name"])
 
 
 def _other(hparams: dict[str, Any]) -> str:

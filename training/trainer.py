@@ -27,6 +27,7 @@ from data.dataset import ImageSet
 from data.identity import DataIdentity
 from data.tensors import to_tensor
 from evaluation.protocol import EvalTarget, score
+from evaluation.report import in_percent
 from training.augment import augment
 from training.checkpoints import CheckpointSaver, has_checkpoints, load_model_state, restore_rng_states, rng_states
 from training.config import TrainConfig
@@ -306,12 +307,12 @@ def _stop_if_diverged(model: nn.Module, loss: float, epoch: int, saver: Checkpoi
 
 def _evaluate(model: nn.Module, eval_set: EvalTarget | None, config: TrainConfig,
               device: torch.device) -> dict[str, float]:
-    """The stats file's metric columns: in_any@5 in % (the original score), precision@1, MAP@R."""
+    """The stats file's metric columns, in %: in_any@5 (the original score), precision@1, MAP@R."""
     if eval_set is None:
         return {}
-    metrics = score(model, eval_set, EVAL_K, device, batch_size=config.batch_size)
-    return {"evaluation score": 100.0 * metrics[f"in_any@{EVAL_K}"],
-            "precision@1": metrics["precision@1"], "map@r": metrics["map@r"]}
+    percent = in_percent(score(model, eval_set, EVAL_K, device, batch_size=config.batch_size))
+    return {"evaluation score": percent[f"in_any@{EVAL_K}"],
+            "precision@1": percent["precision@1"], "map@r": percent["map@r"]}
 
 
 def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -333,13 +334,13 @@ def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.op
 
 def _epoch_line(epoch: int, epochs: int, loss: float | None, metrics: dict[str, float],
                 triplets: float | None, lr: float, seconds: float | None = None) -> str:
-    """``epoch 3/50  loss 0.1234  triplets 85.2/step  score 45.20%  p@1 0.321  map@r 0.210  ...``"""
+    """``epoch 3/50  loss 0.1234  triplets 85.2/step  score 45.20%  p@1 32.1%  map@r 21.0%  ...``"""
     parts = [f"epoch {epoch}/{epochs}"]
     if loss is not None:
         parts += [f"loss {loss:.4f}", f"triplets {triplets:.1f}/step"]
     if metrics:
-        parts += [f"score {metrics['evaluation score']:.2f}%", f"p@1 {metrics['precision@1']:.3f}",
-                  f"map@r {metrics['map@r']:.3f}"]
+        parts += [f"score {metrics['evaluation score']:.2f}%", f"p@1 {metrics['precision@1']:.1f}%",
+                  f"map@r {metrics['map@r']:.1f}%"]
     if seconds is not None:
         parts.append(f"{seconds:.1f}s")
     parts.append(f"lr {lr:.3g}")

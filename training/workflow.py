@@ -13,13 +13,14 @@ from torch import nn
 from common.errors import UserError
 from data.sources import locate_dataset
 from data.splits import Splits, describe_shared_items, describe_skipped, load_splits
-from data.stats import dataset_stats, format_stats
+from data.stats import dataset_stats, format_split, format_stats
 from evaluation.protocol import EvalTarget, QueryGallery, pick_target, score
 from evaluation.report import format_metrics_table
 from models import build_model
+from training.curves import SCORE, read_curve
 from training.distributed import DistContext, setup
 from training.options import config_from_args, model_kwargs, save_effective_params
-from training.trainer import train
+from training.trainer import EVAL_K, train
 
 TRAIN_EVAL_SPLITS = ("val", "eval", "test")  # training evaluates on val, else test (DESIGN.md)
 
@@ -65,6 +66,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         config_from_args(args, name, model=None)
     root = prepare_data(args, ctx)
     results: dict[str, dict[str, float]] = {}
+    shown: dict[str, dict[str, float]] = {}  # results plus each trained model's untrained row
     for number, name in enumerate(args.models_list):
         torch.manual_seed(args.seed)  # the same command starts from the same initial weights
         model = build_model(name, **model_kwargs(args))
@@ -81,13 +83,27 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                            accept_changed_data=args.accept_changed_data)
             if ctx.is_main:
                 save_effective_params(args, result.run_dir, name)
+                shown.update(_untrained_row(name, result.run_dir))
         if ctx.is_main:
-            results[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
+            results[name] = shown[name] = evaluate_model(model, eval_set, args.num_neighbours, ctx.device)
     if ctx.is_main and results:
         print(f"\nretrieval on {len(eval_set)} held-out images of {len(eval_set.items)} items "
               f"({root}):")
-        print(format_metrics_table(results, args.num_neighbours, num_items=len(eval_set.items)))
+        print(format_metrics_table(shown, args.num_neighbours, num_items=len(eval_set.items)))
     return results
+
+
+def _untrained_row(name: str, run_dir: Path) -> dict[str, dict[str, float]]:
+    """``{"<name> untrained": metrics}`` from the run's epoch-0 statistics (its initial weights,
+    evaluated before the first step), so the table shows what training added; {} without them.
+    The stats file holds in_any@5, precision@1 and MAP@R only, in %; the table takes fractions."""
+    first = next((row for row in read_curve(run_dir) if row.get("epoch") == 0), None)
+    if first is None or first.get(SCORE) is None:
+        return {}
+    return {f"{name} untrained": {f"in_any@{EVAL_K}": first[SCORE] / 100,
+                                  "precision@1": first["precision_at_1"] / 100,
+                                  "closest_1": first["precision_at_1"] / 100,
+                                  "map@r": first["map_at_r"] / 100}}
 
 
 def _check_trainable(splits: Splits) -> None:
@@ -105,3 +121,4 @@ def _report_data(splits: Splits, eval_set: EvalTarget, with_stats: bool) -> None
     if with_stats:
         for index in splits.indexes.values():
             print(format_stats(dataset_stats(index, splits.skipped)))
+        print(format_split(splits.sets))
