@@ -13,7 +13,7 @@ def test_simple_net_learns_held_out_items(tmp_path):
         "--save_dir", str(tmp_path / "models"), "--epochs", "8", "--batch_size", "32", "-lr", "0.001",
         "--eval_every", "100"])
     results = run_pipeline(args)
-    run_dir = next((tmp_path / "models").glob("*/SimpleNet_*"))  # <save_dir>/<dataset>/<run>
+    run_dir = next((tmp_path / "models").glob("*/SimpleNet_*"))
     with open(run_dir / "training_stats.csv") as f:
         rows = list(csv.DictReader(f))
     untrained = float(rows[0]["precision@1"])

@@ -51,7 +51,7 @@ def test_dvc_recipe_downloads_weights_and_trains_only_the_head(efficientnet_file
     assert code == 0, err
     assert sorted(p.name for p in hub.iterdir()) == [path.lstrip("/")]  # verified, renamed, no leftovers
     served = torch.load(hub / path.lstrip("/"), weights_only=True)
-    run = next((tmp_path / "models").glob("*/EfficientNetB3Embedder_*"))  # <save_dir>/<dataset>/<run>
+    run = next((tmp_path / "models").glob("*/EfficientNetB3Embedder_*"))
     trained = torch.load(run / "1.pth", weights_only=True)
     backbone = {k.removeprefix("features."): v for k, v in trained["model"].items() if k.startswith("features.")}
     assert backbone.keys() == {k for k in served if not k.startswith("classifier.")}
