@@ -28,8 +28,9 @@ from training.config import TrainConfig  # noqa: E402
 from training.runs import HPARAMS_FILE, STATS_FILE  # noqa: E402
 
 # Shown in the table's "other" column when they differ from their defaults (they name runs too).
-OTHER_SHOWN = {"images_per_item": "K", "margin": "margin", "mining": "mining", "seed": "seed",
-               "augment": "augment"}
+OTHER_SHOWN = {"lr_schedule": "schedule", "warmup_steps": "warmup", "images_per_item": "K",
+               "margin": "margin", "mining": "mining", "seed": "seed", "augment": "augment",
+               "xbm": "xbm", "image_size": "size"}
 _MAIN_KEYS = ("model_name", "model_class", "learning_rate", "lr_decay", "batch_size")
 # Folder names of runs without hparams.json (the original's, or downloaded weights).
 _NAME = re.compile(r"^(?P<model_class>.+?)_LR_(?P<learning_rate>[^_]+)_decay_(?P<lr_decay>[^_]+)"

@@ -9,7 +9,9 @@ import argparse
 import math
 
 from misc.params import add_params_option
-from training.config import DEVICE_PATTERN
+from training.config import AUGMENT_CHOICES, DEVICE_PATTERN, SCHEDULE_CHOICES, TrainConfig
+
+DEFAULT_WARMUP_STEPS = TrainConfig.warmup_steps
 
 DEFAULT_SAVE_DIR = "data/files_to_gitignore/models"
 
@@ -75,20 +77,39 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training hyperparameters (they name the run folder)")
     group.add_argument("--save_dir", default=DEFAULT_SAVE_DIR,
                        help=f"where run folders are kept (default: {DEFAULT_SAVE_DIR})")
-    group.add_argument("--batch_size", type=positive_int, default=64,
-                       help="images per step, P items x K images (default 64)")
-    group.add_argument("-lr", "--learning_rate", type=positive_float, default=0.0001,
-                       help="Adam learning rate (default 0.0001)")
-    group.add_argument("-lrd", "--lr_decay", type=positive_float, default=0.95,
-                       help="learning-rate decay factor (default 0.95)")
-    group.add_argument("-K", "--images_per_item", type=positive_int, default=4,
-                       help="K images of each item per batch (default 4)")
+    group.add_argument("--batch_size", type=positive_int, default=TrainConfig.batch_size,
+                       help=f"images per step, P items x K images (default {TrainConfig.batch_size})")
+    group.add_argument("-lr", "--learning_rate", type=positive_float, default=TrainConfig.learning_rate,
+                       help=f"Adam learning rate: the peak of the schedule (default {TrainConfig.learning_rate})")
+    group.add_argument("-lrd", "--lr_decay", type=positive_float, default=None,
+                       help="exponential schedule: learning rate x this after every epoch; giving it "
+                            "selects --lr_schedule exponential, as earlier versions trained "
+                            f"(default when exponential: {TrainConfig.lr_decay})")
+    group.add_argument("--lr_schedule", choices=SCHEDULE_CHOICES, default=None,
+                       help="cosine: linear warm-up over --warmup_steps, then a half cosine to 0 at "
+                            "the last epoch; exponential: x --lr_decay per epoch, no warm-up "
+                            "(default: cosine, exponential when -lrd is given)")
+    group.add_argument("--warmup_steps", type=non_negative_int, default=None,
+                       help=f"cosine schedule: optimizer steps of linear warm-up (default {DEFAULT_WARMUP_STEPS})")
+    group.add_argument("-K", "--images_per_item", type=positive_int, default=TrainConfig.images_per_item,
+                       help=f"K images of each item per batch (default {TrainConfig.images_per_item})")
     group.add_argument("--margin", type=positive_float, default=0.2,
                        help="triplet margin on L2-normalised embeddings (default 0.2)")
     group.add_argument("--mining", choices=("semihard", "hard", "all"), default="semihard",
                        help="online triplet mining: semihard (default), hard (batch-hard) or all")
     group.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    group.add_argument("--no_augment", action="store_true", help="turn off augmentation")
+    group.add_argument("--augment", choices=AUGMENT_CHOICES, default=TrainConfig.augment,
+                       help="augmentation on the batch: none, light (flip, small crop, brightness/"
+                            "contrast) or strong (resized crops, rotation, perspective, blur, colour "
+                            f"jitter, erasing) (default {TrainConfig.augment})")
+    group.add_argument("--no_augment", dest="augment", action="store_const", const="none",
+                       help="same as --augment none")
+    group.add_argument("--xbm", type=non_negative_int, default=TrainConfig.xbm, metavar="N",
+                       help="cross-batch memory: also mine against the last N embeddings of the "
+                            "epoch (0 = off, the default)")
+    group.add_argument("--image_size", type=positive_int, default=None,
+                       help="input size in pixels of every model (default: each model's own, "
+                            "e.g. simple_net 64, big_net 96); the cache is built per size")
     group.add_argument("--embedding_size", type=positive_int, default=None,
                        help="embedding dimension (default: the model's own, e.g. 64 for simple_net)")
     group.add_argument("--pretrained_weights", default=None, metavar="FILE",
@@ -106,10 +127,20 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_fields(args: argparse.Namespace) -> dict:
-    """The TrainConfig fields `add_run_options` declares, from parsed args (they name the run)."""
+    """The TrainConfig fields `add_run_options` declares, from parsed args (they name the run).
+
+    ``-lrd`` without ``--lr_schedule`` means the exponential schedule (how it trained before the
+    cosine one existed), which has no warm-up.
+    """
+    schedule = args.lr_schedule or ("exponential" if args.lr_decay is not None else "cosine")
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = DEFAULT_WARMUP_STEPS if schedule == "cosine" else 0
     return {"batch_size": args.batch_size, "images_per_item": args.images_per_item,
-            "learning_rate": args.learning_rate, "lr_decay": args.lr_decay, "margin": args.margin,
-            "mining": args.mining, "seed": args.seed, "augment": not args.no_augment,
+            "learning_rate": args.learning_rate, "lr_schedule": schedule,
+            "lr_decay": TrainConfig.lr_decay if args.lr_decay is None else args.lr_decay,
+            "warmup_steps": warmup, "margin": args.margin, "mining": args.mining,
+            "seed": args.seed, "augment": args.augment, "xbm": args.xbm,
             "embedding_size": args.embedding_size, "freeze_backbone": args.freeze_backbone}
 
 

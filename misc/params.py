@@ -39,10 +39,14 @@ PARAM_DESTS: dict[str, tuple[str, ...]] = {
     "train.images_per_item": ("images_per_item",),
     "train.lr": ("learning_rate",),
     "train.lr_decay": ("lr_decay",),
+    "train.lr_schedule": ("lr_schedule",),
+    "train.warmup_steps": ("warmup_steps",),
     "train.margin": ("margin",),
     "train.mining": ("mining",),
     "train.seed": ("seed",),
-    "train.augment": ("no_augment",),
+    "train.augment": ("augment",),
+    "train.xbm": ("xbm",),
+    "train.image_size": ("image_size",),
     "train.eval_every": ("eval_every",),
     "train.save_every": ("save_every",),
     "train.num_workers": ("num_workers",),
@@ -52,8 +56,9 @@ PARAM_DESTS: dict[str, tuple[str, ...]] = {
     "reports.projection": ("projection",),
     "reports.num_neighbours": ("num_neighbours",),
 }
-# Keys whose flag says the opposite of the key (`augment: false` is `--no_augment`).
-INVERTED = frozenset({"train.augment"})
+# Boolean values kept from earlier files: `augment: false` is `--augment none` (`--no_augment`),
+# `augment: true` the default level.
+BOOLEAN_ALIASES = {"train.augment": {False: "none", True: None}}
 
 
 def add_params_option(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +125,10 @@ def params_defaults(params: dict[str, Any], actions: dict[str, argparse.Action],
         if action is None or value is None:
             continue
         where = f"{source}: {key}"
-        if key in INVERTED:
-            value = not _bool(value, where)
+        if key in BOOLEAN_ALIASES and isinstance(value, bool):
+            value = BOOLEAN_ALIASES[key][value]
+            if value is None:
+                continue
         defaults[action.dest] = _convert(action, value, where)
     return defaults
 
@@ -170,8 +177,6 @@ def effective_params(args: argparse.Namespace, model: str | None = None) -> dict
         if dest is None:
             continue
         value = _plain(values[dest])
-        if key in INVERTED:
-            value = not value
         if key == "train.model" and model is not None:
             value = model
         group, name = key.split(".", 1)
@@ -196,7 +201,11 @@ def write_effective_params(args: argparse.Namespace, run_dir: Path, model: str |
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     # argparse has no public listing of a parser's actions; `_actions` is stable since 2.7.
-    return {action.dest: action for action in parser._actions}
+    # The first action of a dest is its main flag (--augment before its alias --no_augment).
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        actions.setdefault(action.dest, action)
+    return actions
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,8 @@ from typing import Any
 from misc.errors import UserError
 
 MINING_CHOICES = ("semihard", "hard", "all")
+SCHEDULE_CHOICES = ("cosine", "exponential")
+AUGMENT_CHOICES = ("none", "light", "strong")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -19,10 +21,21 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 class TrainConfig:
     """Hyperparameters of one training run.
 
-    lr_decay: the learning rate is multiplied by ``lr_decay`` after *every* epoch
-        (``torch.optim.lr_scheduler.ExponentialLR``). The original multiplied it every 10 epochs;
-        per-epoch is the usual meaning of an exponential decay and actually anneals over a
-        50-epoch run (0.95**50 ~ 0.08 instead of 0.95**5 ~ 0.77).
+    lr_schedule: "cosine" (default): the learning rate rises linearly from 0 over
+        ``warmup_steps`` optimizer steps, then follows a half cosine from ``learning_rate`` down to
+        0 at the last step of ``epochs`` (see training.schedule). "exponential": the previous
+        behaviour, ``learning_rate x lr_decay**epoch``, no warm-up.
+    lr_decay: used by the exponential schedule only: the learning rate is multiplied by
+        ``lr_decay`` after *every* epoch. The original multiplied it every 10 epochs; per-epoch
+        actually anneals over a 50-epoch run (0.95**50 ~ 0.08 instead of 0.95**5 ~ 0.77).
+    warmup_steps: optimizer steps of linear warm-up (cosine schedule); counted in steps, so it
+        does not depend on how many images an epoch holds.
+    augment: "none", "light" (flip, small crop/shift, brightness/contrast: the previous
+        default) or "strong" (product photos: resized crops with aspect change, rotation,
+        perspective, blur, colour jitter with a small hue shift, random erasing); training.augment.
+    image_size: the model's input size in pixels (set by the front end from the built model).
+    xbm: cross-batch memory size in embeddings (0 = off): triplets are also mined between the
+        batch and the embeddings of the recent batches of the epoch (training.xbm).
     margin: triplet margin on Euclidean distances of the model's output embeddings. 0.2 is the
         FaceNet value for L2-normalised embeddings (distances in [0, 2]); the original used 1.0
         with unnormalised outputs.
@@ -41,13 +54,17 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     images_per_item: int = 4
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
     lr_decay: float = 0.95
+    warmup_steps: int = 100
     margin: float = 0.2
     mining: str = "semihard"
     seed: int = 0
-    augment: bool = True
+    augment: str = "strong"
+    xbm: int = 0
     embedding_size: int | None = None
+    image_size: int | None = None
     pretrained: bool = False
     freeze_backbone: bool = False
     device: str = "auto"
@@ -76,9 +93,13 @@ class TrainConfig:
                             f"with P >= 2; use e.g. --batch_size {nearest}")
         if self.mining not in MINING_CHOICES:
             raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(MINING_CHOICES)}")
+        for name, choices in (("lr_schedule", SCHEDULE_CHOICES), ("augment", AUGMENT_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} {getattr(self, name)}: unknown; choose one of {', '.join(choices)}")
         if not DEVICE_PATTERN.match(self.device):
             raise UserError(f"--device {self.device}: unknown; use auto, cpu, mps, cuda or cuda:N")
-        for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0)):
+        for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0),
+                          ("warmup_steps", 0), ("xbm", 0)):
             if getattr(self, name) < low:
                 raise UserError(f"--{name} {getattr(self, name)}: must be >= {low}")
         if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:

@@ -1,9 +1,11 @@
 """The run folder: its name, its hyperparameters file, its statistics file and its lock.
 
 The folder name carries every hyperparameter that changes training, so "same folder" means
-"same training" and re-running a command resumes it. Default hyperparameters give exactly the
-original name (``SimpleNet_LR_0.0001_decay_0.95_BS_64``); any other setting that differs from
-its default is appended (``..._K_8_margin_0.3_mining_hard``).
+"same training" and re-running a command resumes it. It always starts with the original's
+``<Model>_LR_<lr>_decay_<lrd>_BS_<bs>`` (``decay_cosine`` under the cosine schedule); every other
+setting that differs from a fixed table of reference values (the original's settings, never
+today's defaults) is appended (``..._K_8_margin_0.3_mining_hard``). So changing a default never
+renames an existing run: the original's settings still give ``SimpleNet_LR_0.0001_decay_0.95_BS_64``.
 """
 from __future__ import annotations
 
@@ -12,36 +14,51 @@ import io
 import json
 import os
 import socket
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from misc.atomic import TEMP_SUFFIX, atomic_write_text
 from misc.errors import UserError
 from training.config import TrainConfig
+from training.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
 
 STATS_FILE = "training_stats.csv"
 HPARAMS_FILE = "hparams.json"
 LOCK_FILE = ".lock"
 STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
-                 "triplets", "lr", "seconds")
+                 "triplets", *DIAGNOSTICS_COLUMNS, "lr", "seconds")
 
-# Name parts beyond the original LR/decay/BS, in name order, with their short labels: every
-# TrainConfig field that changes what training produces. epochs, device, amp, num_workers and the
-# eval/save periods are not here, so a run can be continued with more epochs or on another device.
-_EXTRA_NAME_PARTS = {"images_per_item": "K", "margin": "margin", "mining": "mining", "seed": "seed",
-                     "augment": "augment", "embedding_size": "emb", "pretrained": "pretrained",
-                     "freeze_backbone": "frozen"}
+# Name parts beyond the original LR/decay/BS, in name order: field -> (short label, reference
+# value). Every TrainConfig field that changes what training produces is here, with the value the
+# original project (or the first version that had the setting) used; a part is written only when
+# the run's value differs from that reference. epochs, device, amp, num_workers and the eval/save
+# periods are not here, so a run can be continued with more epochs or on another device.
+_EXTRA_NAME_PARTS: dict[str, tuple[str, object]] = {
+    "warmup_steps": ("warmup", 0), "images_per_item": ("K", 4), "margin": ("margin", 0.2),
+    "mining": ("mining", "semihard"), "seed": ("seed", 0), "augment": ("augment", "light"),
+    "xbm": ("xbm", 0), "embedding_size": ("emb", None), "image_size": ("size", None),
+    "pretrained": ("pretrained", False), "freeze_backbone": ("frozen", False)}
+# augment "none" was the boolean augment=False before the levels existed: same name part.
+_NAME_VALUES = {("augment", "none"): False}
+# Reference input size per model class (the original sizes), for the "size" part.
+REFERENCE_INPUT_SIZES = {"SimpleNet": 64, "BigNet": 96, "FaceNetInception": 96,
+                         "EfficientNetB3Embedder": 128, "ResNet18Embedder": 128,
+                         "ResNet50Embedder": 128}
 
 
 def run_name(model_class: str, config: TrainConfig) -> str:
-    """``<ModelClass>_LR_<lr>_decay_<lrd>_BS_<bs>`` plus non-default training hyperparameters."""
-    name = f"{model_class}_LR_{config.learning_rate}_decay_{config.lr_decay}_BS_{config.batch_size}"
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for field, label in _EXTRA_NAME_PARTS.items():
+    """``<ModelClass>_LR_<lr>_decay_<lrd|cosine>_BS_<bs>`` plus settings that differ from the
+    reference table (see the module docstring)."""
+    decay = config.lr_decay if config.lr_schedule == "exponential" else "cosine"
+    name = f"{model_class}_LR_{config.learning_rate}_decay_{decay}_BS_{config.batch_size}"
+    for field, (label, reference) in _EXTRA_NAME_PARTS.items():
         value = getattr(config, field)
-        if value != defaults[field]:
-            name += f"_{label}_{value}"
+        if field == "image_size":
+            reference = REFERENCE_INPUT_SIZES.get(model_class, value)
+        if field == "warmup_steps" and config.lr_schedule == "exponential":
+            continue  # the exponential schedule has no warm-up
+        if value != reference:
+            name += f"_{label}_{_NAME_VALUES.get((field, value), value)}"
     return name
 
 

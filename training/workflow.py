@@ -36,7 +36,7 @@ def run_config(args: argparse.Namespace, model_name: str, model: nn.Module | Non
                **extra) -> TrainConfig:
     """The TrainConfig whose run folder this model and command line train into (or load from)."""
     return TrainConfig(model=model_name, pretrained=bool(getattr(model, "pretrained", False)),
-                       **run_fields(args), **extra)
+                       image_size=getattr(model, "input_size", None), **run_fields(args), **extra)
 
 
 def train_config(args: argparse.Namespace, model_name: str, model: nn.Module | None) -> TrainConfig:
@@ -48,8 +48,8 @@ def train_config(args: argparse.Namespace, model_name: str, model: nn.Module | N
 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Constructor options from the command line; build_model drops those a model does not take."""
-    chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
-              "freeze_backbone": args.freeze_backbone}
+    chosen = {"emb_dim": args.embedding_size, "input_size": args.image_size,
+              "pretrained_weights": args.pretrained_weights, "freeze_backbone": args.freeze_backbone}
     return {key: value for key, value in chosen.items() if value not in (None, False)}
 
 
