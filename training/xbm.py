@@ -36,7 +36,8 @@ class CrossBatchMemory:
         """Triplets with anchors in the batch and positives/negatives in the memory; None if empty."""
         if self.filled == 0:
             return None
-        memory, memory_labels = self.embeddings[:self.filled], self.labels[:self.filled]
+        # a copy: `add` overwrites the buffer before backward needs these values
+        memory, memory_labels = self.embeddings[:self.filled].clone(), self.labels[:self.filled]
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             anchors = embeddings.float()
             d2 = anchors.pow(2).sum(1)[:, None] + memory.pow(2).sum(1)[None] - 2 * anchors @ memory.T
