@@ -53,8 +53,8 @@ def run_name(model_class: str, config: TrainConfig) -> str:
     name = f"{model_class}_LR_{config.learning_rate}_decay_{decay}_BS_{config.batch_size}"
     for field, (label, reference) in _EXTRA_NAME_PARTS.items():
         value = getattr(config, field)
-        if field == "image_size":
-            reference = REFERENCE_INPUT_SIZES.get(model_class, value)
+        if field == "image_size":  # None: the model's own size, unknown here
+            reference = REFERENCE_INPUT_SIZES.get(model_class, value) if value else value
         if field == "warmup_steps" and config.lr_schedule == "exponential":
             continue  # the exponential schedule has no warm-up
         if value != reference:
