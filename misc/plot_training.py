@@ -1,8 +1,9 @@
-"""Training curves of one or more runs: loss and evaluation score per epoch, side by side.
+"""Training curves of one or more runs: loss, evaluation score, precision@1 and MAP@R per epoch.
 
 Reads each run folder's training_stats.csv (see training/runs.py) and draws the two panels the
-original's misc/plot_nn_training.py drew, so runs with different hyperparameters can be compared
-at a glance. Also writes a tidy copy of the statistics (plain column names, one row per epoch)
+original's misc/plot_nn_training.py drew (loss, evaluation score) plus precision@1 and MAP@R,
+which judge the ranking more strictly than in_any@5, so runs with different hyperparameters can
+be compared at a glance. Also writes a tidy copy of the statistics (plain column names, one row per epoch)
 that tools such as `dvc plots` read directly.
 
     python misc/plot_training.py RUN_DIR [RUN_DIR ...] --out curves.png
@@ -29,7 +30,13 @@ from training.runs import STATS_COLUMNS, STATS_FILE  # noqa: E402
 
 Curve = list[dict[str, float | None]]  # one dict per epoch, tidy column names
 
-LOSS, SCORE = "loss", "evaluation_score"
+LOSS, SCORE, PRECISION, MAP_R = "loss", "evaluation_score", "precision_at_1", "map_at_r"
+# (column, y label, panel title); precision@1 and MAP@R are fractions, drawn in %
+_PANELS = ((LOSS, "mean training loss", "training loss"),
+           (SCORE, "evaluation score (in_any@5, %)", "evaluation score"),
+           (PRECISION, "precision@1 (%)", "precision@1"),
+           (MAP_R, "MAP@R (%)", "MAP@R"))
+_PERCENT = {PRECISION, MAP_R}
 _RENAMED = {"mean training loss": LOSS}
 
 
@@ -82,22 +89,23 @@ def _cell(column: str, value: float | None) -> str:
 
 
 def plot_curves(curves: Mapping[str, Curve], out: Path, title: str | None = None) -> Path:
-    """Loss (left) and evaluation score in % (right) per epoch, one line per run, saved as ``out``.
+    """Loss, evaluation score, precision@1 and MAP@R per epoch (2 x 2 panels), one line per run,
+    saved as ``out``.
 
-    Epochs without a value (epoch 0 has no loss; the score exists only on evaluated epochs) are
+    Epochs without a value (epoch 0 has no loss; metrics exist only on evaluated epochs) are
     left out of that line instead of being drawn as zero.
     """
-    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
-    loss_ax, score_ax = fig.subplots(1, 2)
+    fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 2).flatten()
     for name, curve in curves.items():
-        for ax, column in ((loss_ax, LOSS), (score_ax, SCORE)):
-            points = [(row["epoch"], row[column]) for row in curve if row.get(column) is not None]
+        for ax, (column, _, _) in zip(axes, _PANELS):
+            scale = 100 if column in _PERCENT else 1
+            points = [(row["epoch"], scale * row[column]) for row in curve if row.get(column) is not None]
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    loss_ax.set(xlabel="epoch", ylabel="mean training loss", title="training loss")
-    score_ax.set(xlabel="epoch", ylabel="evaluation score (in_any@5, %)", title="evaluation score")
-    for ax in (loss_ax, score_ax):
+    for ax, (_, ylabel, title) in zip(axes, _PANELS):
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize="small")
@@ -117,7 +125,8 @@ def plot_runs_dirs(run_dirs: Sequence[Path], out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Plot loss and evaluation score per epoch of run folders.")
+    parser = argparse.ArgumentParser(description="Plot loss, evaluation score, precision@1 and MAP@R "
+                                                 "per epoch of run folders.")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="run folders holding training_stats.csv")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
