@@ -53,8 +53,8 @@ from tests.datasets import make_dataset
 from tests.http_server import Route, closed_port_url
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment", "--device", "cpu"]
-RUN_NAME = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+TINY = ["--batch_size", "8", "-K", "2", "--no_augment", "-lrd", "0.95", "--device", "cpu"]
+RUN_NAME = "SimpleNet_LR_0.001_decay_0.95_BS_8_K_2_augment_False"
 FAST_DOWNLOAD = {"timeout": 0.5, "retries": 1, "backoff": 0.0}
 
 

@@ -12,7 +12,7 @@ from misc.cli import run_main
 from tests.datasets import make_dataset
 from tests.http_server import Route
 
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment"]
+TINY = ["--batch_size", "8", "-K", "2", "--no_augment", "-lrd", "0.95"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_missing_epoch_lists_the_available_ones(trained, capsys):
 def test_no_matching_run_names_the_folder_and_the_runs_that_exist(trained, capsys):
     _, _, common = trained
     code, _, err = run_evaluate(["--model", "simple_net", "-lr", "0.5", *common], capsys)
-    assert code == 2 and "SimpleNet_LR_0.5_decay_0.95_BS_8" in err and "SimpleNet_LR_0.0001" in err
+    assert code == 2 and "SimpleNet_LR_0.5_decay_0.95_BS_8" in err and "SimpleNet_LR_0.001_decay" in err
 
 
 def test_simple_needs_no_checkpoint(trained, capsys):
@@ -84,7 +84,7 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
     code, out, _ = run_evaluate(["--model", "simple_net", "--export_weights", str(out_zip), *common], capsys)
     assert code == 0 and out_zip.exists()
     names = zipfile.ZipFile(out_zip).namelist()
-    assert "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False/2.pth" in names
+    assert "SimpleNet_LR_0.001_decay_0.95_BS_8_K_2_augment_False/2.pth" in names
     server = http_server({"/weights.zip": Route(body=out_zip.read_bytes())})
     other_save = tmp_path / "fresh_models"
     fresh = [a if a != str(save_dir) else str(other_save) for a in common]
@@ -92,7 +92,7 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
             "--no_figures", *fresh]
     code, out, err = run_evaluate(argv, capsys)
     assert code == 0, err
-    assert "epoch 2 of" in out and (other_save / "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False" / "2.pth").exists()
+    assert "epoch 2 of" in out and (other_save / "SimpleNet_LR_0.001_decay_0.95_BS_8_K_2_augment_False" / "2.pth").exists()
     again_code, _, _ = run_evaluate(argv, capsys)  # identical run already installed: reused
     assert again_code == 0
 

@@ -62,7 +62,7 @@ def test_file_values_become_the_parsed_values(tmp_path):
     assert (args.dataset, args.big_ims, args.split) == ("my_photos", True, None)
     assert args.models_list == ["big_net"]
     assert (args.epochs, args.learning_rate, args.lr_decay, args.batch_size) == (3, 0.001, 0.9, 16)
-    assert args.no_augment is True and args.mining == "hard"
+    assert args.augment == "none" and args.mining == "hard"  # augment: false = --no_augment
     assert args.margin == 0.2  # not in the file: the flag's default
 
 
@@ -153,7 +153,7 @@ def test_effective_params_round_trip_through_the_run_folder(tmp_path):
     args = parse_with_params(pipeline_like_parser(), ["--params", str(path), "--epochs", "9"])
     grouped = effective_params(args)
     assert grouped["train"]["epochs"] == 9 and grouped["train"]["lr"] == 0.001
-    assert grouped["train"]["augment"] is False and grouped["data"]["big_ims"] is True
+    assert grouped["train"]["augment"] == "none" and grouped["data"]["big_ims"] is True
     assert "root" not in grouped.get("reports", {})  # pipeline.py has no --reports_dir
 
     run_dir = tmp_path / "run"
