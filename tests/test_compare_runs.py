@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_run(save_dir: Path, scores: dict[int, float], checkpoints: list[int], **hparams) -> Path:
     """A run folder as training leaves it: hparams.json, training_stats.csv, <epoch>.pth files."""
-    config = TrainConfig(model="simple_net", **hparams)
+    original = {"learning_rate": 1e-4, "lr_schedule": "exponential", "augment": "light"}
+    config = TrainConfig(model="simple_net", **{**original, **hparams})
     run_dir = save_dir / run_name("SimpleNet", config)
     run_dir.mkdir(parents=True)
     write_hparams(run_dir, "simple_net", "SimpleNet", config)

@@ -68,7 +68,7 @@ def test_file_values_become_the_parsed_values(tmp_path):
 
 def test_without_params_the_flags_defaults_apply():
     args = parse_with_params(pipeline_like_parser(), ["--epochs", "4"])
-    assert args.params_file is None and args.epochs == 4 and args.learning_rate == 0.0001
+    assert args.params_file is None and args.epochs == 4 and args.learning_rate == 0.001
 
 
 @pytest.mark.parametrize("order", ["params_first", "params_last"])
@@ -113,7 +113,7 @@ def test_unknown_group_is_rejected(tmp_path):
     ("train.epochs", 2.5, "not a whole number"),
     ("train.lr", "fast", "not a number"),
     ("train.mining", "easy", "not one of semihard, hard, all"),
-    ("train.augment", "no", "expected true or false"),
+    ("train.augment", "no", "not one of none, light, strong"),  # or true/false
     ("data.big_ims", 1, "expected true or false"),
     ("train.batch_size", [8, 16], "expected one value"),
     ("train.model", ["simple", "resnet"], "not one of"),
