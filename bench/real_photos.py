@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-OUTPUT_SIZE = 128          # pixels of every generated photo (square)
+OUTPUT_SIZE = 512          # pixels of every generated photo (square): the size of a shop's photo
 GRID_ROWS = 3              # items per photo: rows of cells along the short side
 MARKER = ".real_photos.json"
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
@@ -101,20 +101,20 @@ def rephotograph(source: Image.Image, box: tuple[float, float, float], clutter: 
     photo = _relight(photo, rng)
     photo = _occlude(photo, rng)
     if rng.random() < 0.5:
-        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
+        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)) * OUTPUT_SIZE / 128))
     return _jpeg(photo, int(rng.integers(30, 91)))
 
 
 def _reframe(source: Image.Image, box: tuple[float, float, float], rng: np.random.Generator) -> Image.Image:
     """The item's square, moved by up to 10 % and zoomed by 0.85-1.15 (kept inside the photo), as
-    RGBA at 2x output size."""
+    RGBA at the output size."""
     x, y, side = box
     width, height = source.size
     side = min(side * rng.uniform(0.85, 1.15), width, height)
     x = min(max(x + rng.uniform(-0.1, 0.1) * side, side / 2), width - side / 2)
     y = min(max(y + rng.uniform(-0.1, 0.1) * side, side / 2), height - side / 2)
     crop = source.crop((round(x - side / 2), round(y - side / 2), round(x + side / 2), round(y + side / 2)))
-    return crop.resize((2 * OUTPUT_SIZE, 2 * OUTPUT_SIZE), Image.BICUBIC).convert("RGBA")
+    return crop.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.BICUBIC).convert("RGBA")
 
 
 def _rotate_and_tilt(item: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -158,7 +158,7 @@ def _background(clutter: Image.Image, rng: np.random.Generator) -> Image.Image:
         gradient = start + (end - start) * ramp * np.ones((1, OUTPUT_SIZE, 1))
         return Image.fromarray(gradient.astype(np.uint8)).rotate(float(rng.uniform(0, 360))).convert("RGBA")
     if kind == 2:
-        noise = rng.integers(0, 256, (OUTPUT_SIZE // 8, OUTPUT_SIZE // 8, 3), dtype=np.uint8)
+        noise = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
         return Image.fromarray(noise).resize(size, Image.BICUBIC).convert("RGBA")
     w, h = clutter.size
     side = int(min(w, h) * rng.uniform(0.3, 0.8))
