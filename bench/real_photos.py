@@ -15,7 +15,7 @@ Sources: scikit-learn's china.jpg and flower.jpg, matplotlib's grace_hopper.jpg 
 Minduka_Present_Blue_Pack.png, and, when scikit-image is installed (`pip install scikit-image`,
 for this benchmark only), its bundled photographs (astronaut, coffee, chelsea, rocket, ...).
 
-    python bench/real_photos.py OUT_DIR [--photos_per_item 6] [--seed 0]
+    python bench/real_photos.py OUT_DIR [--photos_per_item 6] [--seed 0] [--size 512]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-OUTPUT_SIZE = 512          # pixels of every generated photo (square): the size of a shop's photo
+OUTPUT_SIZE = 512          # default pixels of every generated photo (square): a shop photo's size
 GRID_ROWS = 3              # items per photo: rows of cells along the short side
 MARKER = ".real_photos.json"
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
@@ -93,19 +93,20 @@ def item_boxes(size: tuple[int, int]) -> list[tuple[float, float, float]]:
 
 
 def rephotograph(source: Image.Image, box: tuple[float, float, float], clutter: Image.Image,
-                 rng: np.random.Generator) -> bytes:
+                 rng: np.random.Generator, size: int = OUTPUT_SIZE) -> bytes:
     """One new photo (JPEG file content) of the item at ``box`` of ``source``; see the module docstring."""
-    item = _reframe(source, box, rng)
+    item = _reframe(source, box, rng, size)
     item = _rotate_and_tilt(item, rng)
-    photo = _paste_on_background(item, clutter, rng)
+    photo = _paste_on_background(item, clutter, rng, size)
     photo = _relight(photo, rng)
-    photo = _occlude(photo, rng)
+    photo = _occlude(photo, rng, size)
     if rng.random() < 0.5:
-        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)) * OUTPUT_SIZE / 128))
+        photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)) * size / 128))
     return _jpeg(photo, int(rng.integers(30, 91)))
 
 
-def _reframe(source: Image.Image, box: tuple[float, float, float], rng: np.random.Generator) -> Image.Image:
+def _reframe(source: Image.Image, box: tuple[float, float, float], rng: np.random.Generator,
+             size: int) -> Image.Image:
     """The item's square, moved by up to 10 % and zoomed by 0.85-1.15 (kept inside the photo), as
     RGBA at the output size."""
     x, y, side = box
@@ -114,7 +115,7 @@ def _reframe(source: Image.Image, box: tuple[float, float, float], rng: np.rando
     x = min(max(x + rng.uniform(-0.1, 0.1) * side, side / 2), width - side / 2)
     y = min(max(y + rng.uniform(-0.1, 0.1) * side, side / 2), height - side / 2)
     crop = source.crop((round(x - side / 2), round(y - side / 2), round(x + side / 2), round(y + side / 2)))
-    return crop.resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.BICUBIC).convert("RGBA")
+    return crop.resize((size, size), Image.BICUBIC).convert("RGBA")
 
 
 def _rotate_and_tilt(item: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -137,25 +138,26 @@ def _perspective_coefficients(output: np.ndarray, source: np.ndarray) -> list[fl
     return list(np.linalg.solve(np.array(a), np.array(b)))
 
 
-def _paste_on_background(item: Image.Image, clutter: Image.Image, rng: np.random.Generator) -> Image.Image:
+def _paste_on_background(item: Image.Image, clutter: Image.Image, rng: np.random.Generator,
+                         size: int) -> Image.Image:
     """The item at 55-95 % of the frame, anywhere it fits, over one of four kinds of background."""
-    background = _background(clutter, rng)
-    side = int(OUTPUT_SIZE * rng.uniform(0.55, 0.95))
+    background = _background(clutter, rng, size)
+    side = int(size * rng.uniform(0.55, 0.95))
     item = item.resize((side, side), Image.BICUBIC)
-    left, top = (int(rng.integers(0, OUTPUT_SIZE - side + 1)) for _ in range(2))
+    left, top = (int(rng.integers(0, size - side + 1)) for _ in range(2))
     background.paste(item, (left, top), item)
     return background.convert("RGB")
 
 
-def _background(clutter: Image.Image, rng: np.random.Generator) -> Image.Image:
+def _background(clutter: Image.Image, rng: np.random.Generator, side: int) -> Image.Image:
     kind = rng.integers(4)
-    size = (OUTPUT_SIZE, OUTPUT_SIZE)
+    size = (side, side)
     if kind == 0:
         return Image.new("RGBA", size, tuple(int(v) for v in rng.integers(0, 256, 3)) + (255,))
     if kind == 1:
         start, end = rng.integers(0, 256, (2, 3))
-        ramp = np.linspace(0, 1, OUTPUT_SIZE)[:, None, None]
-        gradient = start + (end - start) * ramp * np.ones((1, OUTPUT_SIZE, 1))
+        ramp = np.linspace(0, 1, side)[:, None, None]
+        gradient = start + (end - start) * ramp * np.ones((1, side, 1))
         return Image.fromarray(gradient.astype(np.uint8)).rotate(float(rng.uniform(0, 360))).convert("RGBA")
     if kind == 2:
         noise = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
@@ -173,12 +175,12 @@ def _relight(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
-def _occlude(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+def _occlude(photo: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
     """With probability 0.4, an ellipse or rectangle of one colour over 5-15 % of the photo."""
     if rng.random() >= 0.4:
         return photo
-    side = OUTPUT_SIZE * math.sqrt(rng.uniform(0.05, 0.15))
-    x, y = rng.uniform(0, OUTPUT_SIZE - side, 2)
+    side = size * math.sqrt(rng.uniform(0.05, 0.15))
+    x, y = rng.uniform(0, size - side, 2)
     shape = [x, y, x + side * rng.uniform(0.6, 1.4), y + side * rng.uniform(0.6, 1.4)]
     draw = ImageDraw.Draw(photo)
     fill = tuple(int(v) for v in rng.integers(0, 256, 3))
@@ -192,13 +194,13 @@ def _jpeg(photo: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def build_real_photos(out_dir: Path, photos_per_item: int = 6, seed: int = 0,
+def build_real_photos(out_dir: Path, photos_per_item: int = 6, seed: int = 0, size: int = OUTPUT_SIZE,
                       progress: Callable[[str], None] = print) -> Path:
     """Write ``out_dir/<photo>_<n>/<k>.jpg``; skipped when a marker says it is already built."""
     out_dir = Path(out_dir)
     sources = source_photos()
     settings = {"sources": sorted(sources), "photos_per_item": photos_per_item, "seed": seed,
-                "size": OUTPUT_SIZE, "grid_rows": GRID_ROWS}
+                "size": size, "grid_rows": GRID_ROWS}
     marker = out_dir / MARKER
     if marker.exists() and json.loads(marker.read_text()) == settings:
         return out_dir
@@ -211,7 +213,7 @@ def build_real_photos(out_dir: Path, photos_per_item: int = 6, seed: int = 0,
             folder = out_dir / f"{name}_{number:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(photos_per_item):
-                (folder / f"{k}.jpg").write_bytes(rephotograph(sources[name], box, clutter, rng))
+                (folder / f"{k}.jpg").write_bytes(rephotograph(sources[name], box, clutter, rng, size))
             count += 1
     marker.write_text(json.dumps(settings))
     progress(f"{out_dir}: {count} items x {photos_per_item} photos from {len(names)} photographs "
@@ -224,8 +226,9 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--photos_per_item", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=OUTPUT_SIZE, help="photo side in pixels (default 512)")
     args = parser.parse_args()
-    build_real_photos(args.out_dir, args.photos_per_item, args.seed)
+    build_real_photos(args.out_dir, args.photos_per_item, args.seed, args.size)
 
 
 if __name__ == "__main__":
