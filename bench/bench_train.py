@@ -94,12 +94,12 @@ def pure_seconds(config: TrainConfig, model: torch.nn.Module, batches: list[Batc
     return time.perf_counter() - start, float(mined) / len(batches)
 
 
-def augment_seconds(batches: list[Batch], device: torch.device) -> float:
+def augment_seconds(batches: list[Batch], device: torch.device, level: str) -> float:
     generator = torch.Generator().manual_seed(0)
     _sync(device)
     start = time.perf_counter()
     for x, _ in batches:
-        augment(x, generator)
+        augment(x, generator, level)
     _sync(device)
     return time.perf_counter() - start
 
@@ -120,7 +120,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device,
     for epoch in MEASURED_EPOCHS:
         config = TrainConfig(model=name, epochs=epoch, batch_size=args.batch_size,
                              images_per_item=args.images_per_item, device=device.type,
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, augment=args.augment)
         seconds, active = epoch_seconds(config, model, images, save_dir)
         sampler = PKSampler(images.labels, config.items_per_batch, config.images_per_item, config.seed)
         batches = [(to_tensor(images.batch(rows)).to(device),
@@ -128,7 +128,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device,
         pure, mined = pure_seconds(config, model, batches, device)
         epoch_s.append(seconds)
         pure_s.append(pure)
-        augment_s.append(augment_seconds(batches, device))
+        augment_s.append(augment_seconds(batches, device, config.augment))
     num_images = len(batches) * args.batch_size
     return {"input": model.input_size, "train_ips": num_images / min(epoch_s),
             "pure_ips": num_images / min(pure_s), "overhead": min(epoch_s) / min(pure_s),
@@ -145,10 +145,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="steps per epoch")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--augment", default=TrainConfig.augment, choices=("none", "light", "strong"))
     args = parser.parse_args()
     device = pick_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size} "
-          f"(K={args.images_per_item}), {args.steps} steps per epoch, semi-hard mining\n")
+          f"(K={args.images_per_item}), {args.steps} steps per epoch, semi-hard mining, "
+          f"augmentation {args.augment}\n")
     header = ("model", "input", "train img/s", "pure img/s", "overhead", "augment",
               "emb/triplet mined", "emb/triplet active", "original", "fewer passes")
     print("| " + " | ".join(header) + " |")

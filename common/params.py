@@ -99,6 +99,7 @@ def params_defaults(params: dict[str, Any], actions: dict[str, argparse.Action],
         if spec is None or value is None:
             continue
         where = f"{source}: {key}"
+        value = spec.file_value(value)
         if spec.inverted:
             value = not _bool(value, where)
         defaults[spec.flag_dest()] = _convert(actions[spec.flag_dest()], value, where)
@@ -176,7 +177,11 @@ def write_effective_params(args: argparse.Namespace, run_dir: Path, settings: Se
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     # argparse has no public listing of a parser's actions; `_actions` is stable since 2.7.
-    return {action.dest: action for action in parser._actions}
+    # The first action of a dest is its main flag (--augment before its alias --no_augment).
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        actions.setdefault(action.dest, action)
+    return actions
 
 
 def _plain(value: Any) -> Any:

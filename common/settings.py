@@ -28,8 +28,10 @@ class Setting:
     group: the --help section it is listed under.
     front_ends: which front ends take it: pipeline.py, evaluate.py or both.
     param: its ``group.key`` in params.yaml, or None when the file cannot set it.
-    inverted: the flag says the opposite of the value (``--no_augment`` sets ``augment`` false);
+    inverted: the flag says the opposite of the value (``--no_switch`` sets ``switch`` false);
         the params.yaml key and the config field hold the value, the flag its negation.
+    alias: a second flag that sets one value (``("--no_augment", "none")``), kept for old commands.
+    param_aliases: params.yaml values read as others (``((False, "none"),)``), kept for old files.
     """
 
     flags: tuple[str, ...]
@@ -44,6 +46,8 @@ class Setting:
     dest: str | None = None
     param: str | None = None
     inverted: bool = False
+    alias: tuple[str, Any] | None = None
+    param_aliases: tuple[tuple[Any, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -68,8 +72,19 @@ class Setting:
         flag_dest = self.flags[-1].lstrip("-")
         if flag_dest != self.name and not self.inverted:
             kwargs["dest"] = self.name
-        return parser.add_argument(*self.flags, **{k: v for k, v in kwargs.items() if v is not None
-                                                   or k == "default"})
+        action = parser.add_argument(*self.flags, **{k: v for k, v in kwargs.items() if v is not None
+                                                     or k == "default"})
+        if self.alias is not None:
+            flag, value = self.alias
+            parser.add_argument(flag, dest=self.flag_dest(), action="store_const", const=value,
+                                help=f"same as {self.flags[-1]} {value}")
+        return action
+
+    def file_value(self, value: Any) -> Any:
+        """A params.yaml value as the flag would take it (``param_aliases`` applied to booleans)."""
+        if isinstance(value, bool):
+            return dict(self.param_aliases).get(value, value)
+        return value
 
     def flag_dest(self) -> str:
         """Where argparse stores it: the field name, or the inverted flag's own name."""
@@ -81,16 +96,23 @@ class Setting:
         return (not value) if self.inverted else value
 
 
-def setting_field(default: Any, *, label: str | None = None, reference: Any = None, **setting: Any) -> Any:
+_SAME = object()
+
+
+def setting_field(default: Any, *, label: str | None = None, reference: Any = None,
+                  flag_default: Any = _SAME, **setting: Any) -> Any:
     """A dataclass field whose default is also its setting's default (declared once).
 
     ``setting`` holds the `Setting` arguments; without ``flags`` the field has no flag (it is set
-    by the program, e.g. from the model). ``label`` and ``reference`` are for fields that change
+    by the program, e.g. from the model). ``flag_default=None`` makes the flag's default "not
+    given", for settings whose default depends on another (the config resolves it, see
+    `TrainConfig.from_args`). ``label`` and ``reference`` are for fields that change
     what training produces: the short label that names the run folder (``_K_8``) and lists it,
     appended when the value differs from ``reference``. The reference is fixed, not the current
     default, so changing a default never renames an existing run.
     """
-    spec = Setting(default=default, **setting) if "flags" in setting else None
+    spec = Setting(default=default if flag_default is _SAME else flag_default, **setting) \
+        if "flags" in setting else None
     name_part = (label, reference) if label else None
     return dataclasses.field(default=default, metadata={"setting": spec, "name_part": name_part})
 

@@ -1,9 +1,9 @@
 """Training curves of one or more runs drawn side by side, and written as a tidy CSV.
 
 Draws the two panels the original's misc/plot_nn_training.py drew (loss and evaluation score per
-epoch), so runs with different hyperparameters can be compared at a glance, and writes a tidy copy
-of the statistics (plain column names, one row per epoch) that tools such as `dvc plots` read
-directly. The command line is `python -m misc.plot_training`.
+epoch) plus precision@1 and MAP@R, so runs with different hyperparameters can be compared at a
+glance, and writes a tidy copy of the statistics (plain column names, one row per epoch) that
+tools such as `dvc plots` read directly. The command line is `python -m misc.plot_training`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from typing import Mapping
 from matplotlib.figure import Figure
 
 from common.atomic import atomic_write_text
-from training.curves import LOSS, SCORE, TIDY_COLUMNS, Curve
+from training.curves import LOSS, MAP_R, PRECISION, SCORE, TIDY_COLUMNS, Curve
+
+# (stats column, y label, panel title) of the four panels
+_PANELS = ((LOSS, "mean training loss", "training loss"),
+           (SCORE, "evaluation score (in_any@5, %)", "evaluation score"),
+           (PRECISION, "precision@1 (%)", "precision@1"),
+           (MAP_R, "MAP@R (%)", "MAP@R"))
 
 
 def write_curve_csv(curve: Curve, path: Path) -> Path:
@@ -40,22 +46,23 @@ def _cell(column: str, value: float | None) -> str:
 
 
 def plot_curves(curves: Mapping[str, Curve], out: Path, title: str | None = None) -> Path:
-    """Loss (left) and evaluation score in % (right) per epoch, one line per run, saved as ``out``.
+    """Loss, evaluation score, precision@1 and MAP@R (all three in %) per epoch in 2 x 2 panels,
+    one line per run, saved as ``out``. Precision@1 and MAP@R judge the ranking more strictly
+    than in_any@5 (the original's score, which saturates early).
 
-    Epochs without a value (epoch 0 has no loss; the score exists only on evaluated epochs) are
+    Epochs without a value (epoch 0 has no loss; metrics exist only on evaluated epochs) are
     left out of that line instead of being drawn as zero.
     """
-    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
-    loss_ax, score_ax = fig.subplots(1, 2)
+    fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
+    axes = fig.subplots(2, 2).flatten()
     for name, curve in curves.items():
-        for ax, column in ((loss_ax, LOSS), (score_ax, SCORE)):
+        for ax, (column, _, _) in zip(axes, _PANELS):
             points = [(row["epoch"], row[column]) for row in curve if row.get(column) is not None]
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", markersize=3, label=name)
-    loss_ax.set(xlabel="epoch", ylabel="mean training loss", title="training loss")
-    score_ax.set(xlabel="epoch", ylabel="evaluation score (in_any@5, %)", title="evaluation score")
-    for ax in (loss_ax, score_ax):
+    for ax, (_, ylabel, panel_title) in zip(axes, _PANELS):
+        ax.set(xlabel="epoch", ylabel=ylabel, title=panel_title)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize="small")

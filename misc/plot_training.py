@@ -1,4 +1,4 @@
-"""Plot loss and evaluation score per epoch of chosen run folders on one figure.
+"""Plot loss, evaluation score, precision@1 and MAP@R per epoch of chosen run folders on one figure.
 
     python -m misc.plot_training RUN_DIR [RUN_DIR ...] --out curves.png
 """

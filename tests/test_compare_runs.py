@@ -21,8 +21,9 @@ DATA = DataIdentity("synthetic", "0123456789abcdef", ["a", "b", "c"], {"eval_fra
 
 def make_run(save_dir: Path, scores: dict[int, float], checkpoints: list[int], **hparams) -> Path:
     """A run folder as training leaves it: hparams.json (with its dataset), training_stats.csv,
-    <epoch>.pth files, in save_dir/<dataset>/."""
-    config = TrainConfig(model="simple_net", **hparams)
+    <epoch>.pth files, in save_dir/<dataset>/; the original's settings unless ``hparams`` says."""
+    original = {"learning_rate": 1e-4, "lr_schedule": "exponential", "augment": "light"}
+    config = TrainConfig(model="simple_net", **{**original, **hparams})
     run_dir = save_dir / "synthetic" / run_name("SimpleNet", config)
     run_dir.mkdir(parents=True)
     write_hparams(run_dir, "simple_net", "SimpleNet", config, DATA)

@@ -38,7 +38,7 @@ def test_missing_epoch_lists_the_available_ones(trained, capsys):
 def test_no_matching_run_names_the_folder_and_the_runs_that_exist(trained, capsys):
     _, _, common = trained
     code, _, err = run_evaluate(["--model", "simple_net", "-lr", "0.5", *common], capsys)
-    assert code == 2 and "SimpleNet_LR_0.5_decay_0.95_BS_8" in err and "SimpleNet_LR_0.0001" in err
+    assert code == 2 and "SimpleNet_LR_0.5_decay_0.95_BS_8" in err and "SimpleNet_LR_0.001_decay" in err
 
 
 def test_simple_needs_no_checkpoint(trained, capsys):
@@ -139,7 +139,7 @@ def test_weights_zip_round_trip_over_http(trained, capsys, tmp_path, http_server
     code, out, _ = run_evaluate(["--model", "simple_net", "--export_weights", str(out_zip), *common], capsys)
     assert code == 0 and out_zip.exists()
     names = zipfile.ZipFile(out_zip).namelist()
-    run = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+    run = "SimpleNet_LR_0.001_decay_0.95_BS_8_K_2_augment_False"
     assert f"{run}/2.pth" in names and f"{run}/last.pth" not in names  # a copy of 2.pth: packed once
     assert json.loads(zipfile.ZipFile(out_zip).read(f"{run}/checkpoint_aliases.json"))["last.pth"] == "2.pth"
     server = http_server({"/weights.zip": Route(body=out_zip.read_bytes())})

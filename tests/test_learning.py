@@ -14,7 +14,7 @@ def test_simple_net_learns_held_out_items(tmp_path):
     root = generate_synthetic(tmp_path / "synthetic", num_items=100, image_size=64)
     args = pipeline.build_parser().parse_args([
         "-m", "simple", "simple_net", "--dataset", str(root), "--dataset_dir", str(tmp_path / "data"),
-        "--save_dir", str(tmp_path / "models"), "--epochs", "8", "--batch_size", "32", "-lr", "0.001",
+        "--save_dir", str(tmp_path / "models"), "--epochs", "8", "--batch_size", "32", "--warmup_steps", "10",
         "--eval_every", "100"])
     results = run_pipeline(args)
     run_dir = next((tmp_path / "models").glob("*/SimpleNet_*"))  # <save_dir>/<dataset>/<run>

@@ -52,13 +52,13 @@ def test_file_values_become_the_parsed_values(tmp_path):
     assert (args.dataset, args.big_ims, args.split) == ("my_photos", True, None)
     assert args.models_list == ["big_net"]
     assert (args.epochs, args.learning_rate, args.lr_decay, args.batch_size) == (3, 0.001, 0.9, 16)
-    assert args.no_augment is True and args.mining == "hard"
+    assert args.augment == "none" and args.mining == "hard"  # augment: false = --no_augment
     assert args.margin == 0.2  # not in the file: the flag's default
 
 
 def test_without_params_the_flags_defaults_apply():
     args = parse(pipeline_like_parser(), ["--epochs", "4"])
-    assert args.params_file is None and args.epochs == 4 and args.learning_rate == 0.0001
+    assert args.params_file is None and args.epochs == 4 and args.learning_rate == 0.001
 
 
 @pytest.mark.parametrize("order", ["params_first", "params_last"])
@@ -103,7 +103,7 @@ def test_unknown_group_is_rejected(tmp_path):
     ("train.epochs", 2.5, "not a whole number"),
     ("train.lr", "fast", "not a number"),
     ("train.mining", "easy", "not one of semihard, hard, all"),
-    ("train.augment", "no", "expected true or false"),
+    ("train.augment", "no", "not one of none, light, strong"),  # or true/false
     ("data.big_ims", 1, "expected true or false"),
     ("train.batch_size", [8, 16], "expected one value"),
     ("train.model", ["simple", "resnet"], "not one of"),
@@ -143,7 +143,7 @@ def test_effective_params_round_trip_through_the_run_folder(tmp_path):
     args = parse(pipeline_like_parser(), ["--params", str(path), "--epochs", "9"])
     grouped = effective_params(args, ALL_SETTINGS)
     assert grouped["train"]["epochs"] == 9 and grouped["train"]["lr"] == 0.001
-    assert grouped["train"]["augment"] is False and grouped["data"]["big_ims"] is True
+    assert grouped["train"]["augment"] == "none" and grouped["data"]["big_ims"] is True
     assert "root" not in grouped.get("reports", {})  # pipeline.py has no --reports_dir
 
     run_dir = tmp_path / "run"

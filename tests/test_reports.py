@@ -85,7 +85,7 @@ def test_write_reports_writes_every_file(tmp_path):
     assert rows[0]["loss"] == "" and rows[1]["evaluation_score"] == "" and rows[4]["evaluation_score"] == "80"
 
     curves = png(written["curves_png"])
-    assert curves.shape == (450, 1200, 3) and curves.std() > 10  # drawn, not blank
+    assert curves.shape == (800, 1200, 3) and curves.std() > 10  # drawn, not blank
     assert png(written["embedding_png"]).shape == (900, 1100, 3)
     assert magenta_pixels(written["embedding_png"]) > 0
 
@@ -147,4 +147,4 @@ def test_plot_training_script_draws_several_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "misc.plot_training", *map(str, runs), "--out", str(out)],
                             capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert out.exists() and png(out).shape == (450, 1200, 3)
+    assert out.exists() and png(out).shape == (800, 1200, 3)

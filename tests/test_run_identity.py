@@ -19,11 +19,11 @@ from common.cli import run_main
 from data.index import index_folder
 from data.splits import split_by_item
 from tests.datasets import make_dataset
+from tests.tiny_run import RUN_NAME, TINY_FLAGS
 from training.distributed import setup
 from training.workflow import prepare_data
 
-TINY = ["--batch_size", "8", "-K", "2", "--no_augment", "--device", "cpu"]
-RUN_NAME = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+TINY = list(TINY_FLAGS)
 
 
 @pytest.fixture(scope="module")

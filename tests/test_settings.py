@@ -18,14 +18,15 @@ from common.settings import Setting
 from training.config import TrainConfig, name_parts
 from training.options import ALL_SETTINGS, config_from_args
 from training.run_list import _other
-from training.runs import run_name
+from training.runs import _NAME_VALUES, run_name
 
 PARSERS = {"pipeline": pipeline.build_parser, "evaluate": evaluate.build_parser}
 SET_BY_PROGRAM = {"model", "pretrained", "amp"}  # TrainConfig fields with no flag, on purpose
 
 
 # Settings whose valid values are constrained beyond their type (a pattern; P x K batches).
-SAMPLES = {"device": "cpu", "images_per_item": 8, "batch_size": 32}
+SAMPLES = {"device": "cpu", "images_per_item": 8, "batch_size": 32, "lr_decay": 0.9,
+           "lr_schedule": "exponential"}
 
 
 def changed_value(spec: Setting):
@@ -64,12 +65,15 @@ def test_every_training_field_is_declared_or_set_by_the_program():
 @pytest.mark.parametrize("spec", ALL_SETTINGS, ids=ids(ALL_SETTINGS))
 @pytest.mark.parametrize("front_end", PARSERS)
 def test_each_front_end_has_exactly_its_flags_with_the_declared_default(spec, front_end):
-    actions = {a.dest: a for a in PARSERS[front_end]()._actions}
+    actions: dict[str, list[argparse.Action]] = {}
+    for action in PARSERS[front_end]()._actions:
+        actions.setdefault(action.dest, []).append(action)
     if front_end not in spec.front_ends:
         assert spec.flag_dest() not in actions
         return
-    action = actions[spec.flag_dest()]
-    assert tuple(action.option_strings) == spec.flags and action.default == spec.flag_default()
+    main, *alias = actions[spec.flag_dest()]
+    assert tuple(main.option_strings) == spec.flags and main.default == spec.flag_default()
+    assert [(a.option_strings[0], a.const) for a in alias] == ([spec.alias] if spec.alias else [])
 
 
 @pytest.mark.parametrize("spec", [s for s in ALL_SETTINGS if s.param], ids=ids([s for s in ALL_SETTINGS if s.param]))
@@ -98,23 +102,32 @@ def test_each_training_flag_reaches_the_config(field):
     assert getattr(config, field.name) == value
 
 
+def reference_config(**changes) -> TrainConfig:
+    """The original's settings: every name part at its reference value (the warm-up is a name
+    part of the cosine schedule only, so it is tested under that schedule)."""
+    values = {field: reference for field, (_, reference) in name_parts().items()}
+    schedule = "cosine" if "warmup_steps" in changes else "exponential"
+    return TrainConfig(model="simple_net", learning_rate=1e-4, lr_schedule=schedule,
+                       **{**values, **changes})
+
+
 @pytest.mark.parametrize("field", list(name_parts()), ids=list(name_parts()))
 def test_each_name_part_names_the_run_and_shows_in_the_run_list(field):
     label, reference = name_parts()[field]
     spec = next((f.metadata["setting"] for f in dataclasses.fields(TrainConfig) if f.name == field), None)
-    value = changed_value(spec) if spec is not None else (not reference)
-    config = dataclasses.replace(TrainConfig(model="simple_net"), **{field: value})
-    base = run_name("SimpleNet", TrainConfig(model="simple_net"))
-    assert run_name("SimpleNet", config) == f"{base}_{label}_{value}"
-    assert _other(config.to_dict()) == f"{label}={value}"
+    value = changed_value(spec) if spec is not None else (not reference if reference is not None else 32)
+    base = run_name("SimpleNet", reference_config(**({field: reference} if field == "warmup_steps" else {})))
+    config = reference_config(**{field: value})
+    assert run_name("SimpleNet", config) == f"{base}_{label}_{_NAME_VALUES.get((field, value), value)}"
+    shown = _NAME_VALUES.get((field, value), value)
+    assert _other({"model_class": "SimpleNet", **config.to_dict()}) == f"{label}={shown}"
 
 
 def test_reference_values_not_todays_defaults_name_a_run():
-    # A run made with the reference value keeps its name whatever the current default is.
-    assert run_name("SimpleNet", TrainConfig(model="simple_net")) == "SimpleNet_LR_0.0001_decay_0.95_BS_64"
-    for field, (label, reference) in name_parts().items():
-        config = dataclasses.replace(TrainConfig(model="simple_net"), **{field: reference})
-        assert f"_{label}_" not in run_name("SimpleNet", config)
+    # The original's settings keep the original's name whatever today's defaults are.
+    assert run_name("SimpleNet", reference_config()) == "SimpleNet_LR_0.0001_decay_0.95_BS_64"
+    assert run_name("SimpleNet", TrainConfig(model="simple_net")) == \
+        "SimpleNet_LR_0.001_decay_cosine_BS_64_warmup_100"
 
 
 def test_help_prints_each_default_once():

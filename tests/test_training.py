@@ -61,8 +61,10 @@ class TinyNet(nn.Module):
 
 
 def tiny_config(**overrides) -> TrainConfig:
+    """The previous versions' schedule and augmentation, so the run names stay the original's."""
     values = dict(model="tiny", epochs=2, batch_size=8, images_per_item=4, learning_rate=1e-2,
-                  device="cpu", num_workers=0, eval_every=1, save_every=2)
+                  lr_schedule="exponential", augment="light", device="cpu", num_workers=0,
+                  eval_every=1, save_every=2)
     return TrainConfig(**{**values, **overrides})
 
 
@@ -105,24 +107,33 @@ def test_run_folder_holds_checkpoints_stats_and_hparams(tmp_path: Path) -> None:
     assert list(rows[0]) == list(STATS_COLUMNS)
     assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"]
     assert rows[0]["evaluation score"] and not rows[0]["mean training loss"]
+    for row in rows[1:]:  # diagnostics: distances, active share and spread of every epoch
+        assert 0 < float(row["d_ap"]) < float(row["d_an"]) <= 2
+        assert 0 <= float(row["active share"]) <= 1 and float(row["emb std"]) > 0
     assert not rows[1]["evaluation score"] and rows[2]["evaluation score"] and rows[3]["map@r"]
     assert float(rows[2]["lr"]) == pytest.approx(1e-2 * 0.95)
     assert set(result.metrics) == {"evaluation score", "precision@1", "map@r"}
 
     state = torch.load(result.run_dir / "3.pth", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "grad_scaler", "rng", "hparams", "metrics", "epoch",
+    assert {"model", "optimizer", "grad_scaler", "rng", "hparams", "metrics", "epoch",
             "model_name", "model_class", "format_version"} <= set(state)
     assert (state["model_name"], state["model_class"], state["epoch"]) == ("tiny", "TinyNet", 3)
     assert state["hparams"]["batch_size"] == 8 and state["metrics"] == result.metrics
 
 
-def test_run_name_is_the_original_one_for_default_hyperparameters() -> None:
-    default = TrainConfig(model="simple_net")
-    assert run_name("SimpleNet", default) == "SimpleNet_LR_0.0001_decay_0.95_BS_64"
-    changed = TrainConfig(model="simple_net", images_per_item=8, margin=0.3, mining="hard", seed=1,
-                          epochs=7, device="cpu", num_workers=0)
+def test_run_name_is_built_against_the_original_settings_not_todays_defaults() -> None:
+    original = TrainConfig(model="simple_net", learning_rate=1e-4, lr_schedule="exponential",
+                           lr_decay=0.95, batch_size=64, augment="light", image_size=64)
+    assert run_name("SimpleNet", original) == "SimpleNet_LR_0.0001_decay_0.95_BS_64"
+    changed = TrainConfig(model="simple_net", learning_rate=1e-4, lr_schedule="exponential",
+                          augment="none", images_per_item=8, margin=0.3, mining="hard", seed=1,
+                          epochs=7, device="cpu", num_workers=0, warmup_steps=50)
     assert run_name("SimpleNet", changed) == \
-        "SimpleNet_LR_0.0001_decay_0.95_BS_64_K_8_margin_0.3_mining_hard_seed_1"
+        "SimpleNet_LR_0.0001_decay_0.95_BS_64_K_8_margin_0.3_mining_hard_seed_1_augment_False"
+    today = TrainConfig(model="simple_net", image_size=96)
+    assert run_name("SimpleNet", today) == "SimpleNet_LR_0.001_decay_cosine_BS_64_warmup_100_size_96"
+    strong = TrainConfig(model="simple_net", augment="strong")
+    assert run_name("SimpleNet", strong) == "SimpleNet_LR_0.001_decay_cosine_BS_64_warmup_100_augment_strong"
 
 
 def test_finished_run_trains_nothing_and_says_so(tmp_path: Path) -> None:
@@ -253,12 +264,12 @@ def test_each_epoch_augments_differently_and_a_resume_repeats_it(tmp_path: Path,
         """The transform each step's generator would apply to ``probe``, step by step."""
         seen = []
 
-        def spy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        def spy(x: torch.Tensor, generator: torch.Generator, level: str) -> torch.Tensor:
             twin = torch.Generator().set_state(generator.get_state())
-            seen.append(augment(probe, twin))
-            return augment(x, generator)
+            seen.append(augment(probe, twin, level))
+            return augment(x, generator, level)
         monkeypatch.setattr("training.trainer.augment", spy)
-        run(folder, tiny_config(epochs=epochs, augment=True))
+        run(folder, tiny_config(epochs=epochs, augment="light"))
         return seen
 
     straight = run_recording(tmp_path / "a", 2)

@@ -13,8 +13,9 @@ from common.cli import run_main
 from tests.datasets import make_dataset
 
 # The hyperparameter flags it was trained with: evaluate.py finds the run folder from them.
-TINY_FLAGS = ("--batch_size", "8", "-K", "2", "--no_augment", "--device", "cpu")
-RUN_NAME = "SimpleNet_LR_0.0001_decay_0.95_BS_8_K_2_augment_False"
+# -lrd selects the exponential schedule: the run name keeps the original's form.
+TINY_FLAGS = ("--batch_size", "8", "-K", "2", "--no_augment", "-lrd", "0.95", "--device", "cpu")
+RUN_NAME = "SimpleNet_LR_0.001_decay_0.95_BS_8_K_2_augment_False"
 
 
 @dataclass(frozen=True)

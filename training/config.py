@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from common.argtypes import non_negative_int, positive_float, positive_int
 from common.errors import UserError
 from common.settings import PIPELINE, Setting, field_name_parts, field_settings, setting_field
+from training.augment import LEVELS as AUGMENT_LEVELS
 from training.mining import STRATEGIES
 
+SCHEDULE_CHOICES = ("cosine", "exponential")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAMING = "training hyperparameters (they name the run folder)"
 CONTROL = "training run control"
@@ -35,10 +37,21 @@ def device_name(text: str) -> str:
 class TrainConfig:
     """Hyperparameters of one training run.
 
-    lr_decay: the learning rate is multiplied by ``lr_decay`` after *every* epoch
-        (``torch.optim.lr_scheduler.ExponentialLR``). The original multiplied it every 10 epochs;
-        per-epoch is the usual meaning of an exponential decay and actually anneals over a
-        50-epoch run (0.95**50 ~ 0.08 instead of 0.95**5 ~ 0.77).
+    lr_schedule: "cosine" (default): the learning rate rises linearly from 0 over
+        ``warmup_steps`` optimizer steps, then follows a half cosine from ``learning_rate`` down to
+        0 at the last step of ``epochs`` (see training.schedule). "exponential": the previous
+        behaviour, ``learning_rate x lr_decay**epoch``, no warm-up.
+    lr_decay: used by the exponential schedule only: the learning rate is multiplied by
+        ``lr_decay`` after *every* epoch. The original multiplied it every 10 epochs; per-epoch
+        actually anneals over a 50-epoch run (0.95**50 ~ 0.08 instead of 0.95**5 ~ 0.77).
+    warmup_steps: optimizer steps of linear warm-up (cosine schedule); counted in steps, so it
+        does not depend on how many images an epoch holds.
+    augment: "none", "light" (flip, small crop/shift, brightness/contrast: the previous
+        default) or "strong" (product photos: resized crops with aspect change, rotation,
+        perspective, blur, colour jitter with a small hue shift, random erasing); training.augment.
+    image_size: the model's input size in pixels (set by the front end from the built model).
+    xbm: cross-batch memory size in embeddings (0 = off): triplets are also mined between the
+        batch and the embeddings of the recent batches of the epoch (training.xbm).
     margin: triplet margin on Euclidean distances of the model's output embeddings. 0.2 is the
         FaceNet value for L2-normalised embeddings (distances in [0, 2]); the original used 1.0
         with unnormalised outputs.
@@ -60,11 +73,22 @@ class TrainConfig:
         4, flags=("-K", "--images_per_item"), type=positive_int, group=NAMING,
         param="train.images_per_item", label="K", reference=4, help="K images of each item per batch")
     learning_rate: float = setting_field(
-        1e-4, flags=("-lr", "--learning_rate"), type=positive_float, group=NAMING, param="train.lr",
-        help="Adam learning rate")
+        1e-3, flags=("-lr", "--learning_rate"), type=positive_float, group=NAMING, param="train.lr",
+        help="Adam learning rate: the peak of the schedule")
+    lr_schedule: str = setting_field(
+        "cosine", flag_default=None, flags=("--lr_schedule",), choices=SCHEDULE_CHOICES, group=NAMING,
+        param="train.lr_schedule", help="cosine: linear warm-up over --warmup_steps, then a half cosine "
+        "to 0 at the last epoch; exponential: x --lr_decay per epoch, no warm-up (default: cosine, "
+        "exponential when -lrd is given)")
     lr_decay: float = setting_field(
-        0.95, flags=("-lrd", "--lr_decay"), type=positive_float, group=NAMING, param="train.lr_decay",
-        help="learning rate x this after every epoch (the original: every 10 epochs)")
+        0.95, flag_default=None, flags=("-lrd", "--lr_decay"), type=positive_float, group=NAMING,
+        param="train.lr_decay", help="exponential schedule: learning rate x this after every epoch "
+        "(the original: every 10 epochs); giving it selects --lr_schedule exponential, as earlier "
+        "versions trained (default when exponential: 0.95)")
+    warmup_steps: int = setting_field(
+        100, flag_default=None, flags=("--warmup_steps",), type=non_negative_int, group=NAMING,
+        param="train.warmup_steps", label="warmup", reference=0,
+        help="cosine schedule: optimizer steps of linear warm-up (default 100)")
     margin: float = setting_field(
         0.2, flags=("--margin",), type=positive_float, group=NAMING, param="train.margin",
         label="margin", reference=0.2, help="triplet margin on L2-normalised embeddings")
@@ -75,13 +99,22 @@ class TrainConfig:
     seed: int = setting_field(
         0, flags=("--seed",), type=int, group=NAMING, param="train.seed", label="seed", reference=0,
         help="training seed (batch order, augmentation, initialisation)")
-    augment: bool = setting_field(
-        True, flags=("--no_augment",), group=NAMING, param="train.augment", inverted=True,
-        label="augment", reference=True, help="turn off augmentation")
+    augment: str = setting_field(
+        "light", flags=("--augment",), choices=AUGMENT_LEVELS, group=NAMING, param="train.augment",
+        alias=("--no_augment", "none"), param_aliases=((False, "none"), (True, "light")),
+        label="augment", reference="light",
+        help="augmentation on the batch: none, light (flip, small crop, brightness/contrast) or "
+             "strong (resized crops, rotation, perspective, blur, colour jitter, erasing); "
+             "params.yaml's true/false mean light/none, as they did")
+    xbm: int = setting_field(
+        0, flags=("--xbm",), type=non_negative_int, metavar="N", group=NAMING, param="train.xbm",
+        label="xbm", reference=0,
+        help="cross-batch memory: also mine against the last N embeddings of the epoch (0 = off)")
     embedding_size: int | None = setting_field(
         None, flags=("--embedding_size",), type=positive_int, group=NAMING,
         param="train.embedding_size", label="emb", reference=None,
         help="embedding dimension (default: the model's own, e.g. 64 for simple_net)")
+    image_size: int | None = setting_field(None, label="size", reference=None)
     pretrained: bool = setting_field(False, label="pretrained", reference=False)
     freeze_backbone: bool = setting_field(
         False, flags=("--freeze_backbone",), group=NAMING, label="frozen", reference=False,
@@ -111,7 +144,10 @@ class TrainConfig:
         their defaults (evaluate.py has no --epochs), ``fixed`` sets the others (``pretrained``)."""
         values = {name: spec.value_from(args) for name, spec in field_settings(cls).items()
                   if hasattr(args, spec.flag_dest())}
-        return cls(model=model, **{**values, **fixed})
+        values = {**values, **_schedule_defaults(values)}
+        defaults = {f.name: f.default for f in fields(cls)}
+        given = {name: value for name, value in values.items() if value is not None or defaults[name] is None}
+        return cls(model=model, **{**given, **fixed})
 
     @property
     def items_per_batch(self) -> int:
@@ -128,11 +164,14 @@ class TrainConfig:
             nearest = max(2 * k, round(bs / k) * k)
             raise UserError(f"--batch_size {bs}: must be P items x K={k} images (--images_per_item) "
                             f"with P >= 2; use e.g. --batch_size {nearest}")
-        if self.mining not in STRATEGIES:
-            raise UserError(f"--mining {self.mining}: unknown; choose one of {', '.join(STRATEGIES)}")
+        for name, choices in (("mining", tuple(STRATEGIES)), ("lr_schedule", SCHEDULE_CHOICES),
+                              ("augment", AUGMENT_LEVELS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} {getattr(self, name)}: unknown; choose one of {', '.join(choices)}")
         if not DEVICE_PATTERN.match(self.device):
             raise UserError(f"--device {self.device}: unknown; use auto, cpu, mps, cuda or cuda:N")
-        for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0)):
+        for name, low in (("epochs", 0), ("eval_every", 1), ("save_every", 0), ("num_workers", 0),
+                          ("warmup_steps", 0), ("xbm", 0)):
             if getattr(self, name) < low:
                 raise UserError(f"--{name} {getattr(self, name)}: must be >= {low}")
         if self.learning_rate <= 0 or not 0 < self.lr_decay <= 1:
@@ -145,6 +184,17 @@ class TrainConfig:
         """Plain dict for hparams.json and checkpoints."""
         return asdict(self)
 
+
+
+def _schedule_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The schedule flags left unset (None): ``-lrd`` without ``--lr_schedule`` means the
+    exponential schedule, as every run that set it trained before the cosine one existed, and
+    the exponential schedule has no warm-up."""
+    schedule = values.get("lr_schedule") or ("exponential" if values.get("lr_decay") is not None else "cosine")
+    warmup = values.get("warmup_steps")
+    if warmup is None:
+        warmup = TrainConfig.warmup_steps if schedule == "cosine" else 0
+    return {"lr_schedule": schedule, "warmup_steps": warmup}
 
 
 def name_parts() -> dict[str, tuple[str, Any]]:

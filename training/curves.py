@@ -14,7 +14,7 @@ from training.runs import STATS_COLUMNS, STATS_FILE
 
 Curve = list[dict[str, float | None]]  # one dict per epoch, tidy column names
 
-LOSS, SCORE = "loss", "evaluation_score"
+LOSS, SCORE, PRECISION, MAP_R = "loss", "evaluation_score", "precision_at_1", "map_at_r"
 _RENAMED = {"mean training loss": LOSS}
 
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from common.argtypes import positive_int
 from common.cli import DefaultsHelpFormatter, SuggestingParser
 from common.params import add_params_option, write_effective_params
 from common.settings import EVALUATE, PIPELINE, Setting, add_settings
@@ -34,6 +35,9 @@ RUN_SETTINGS = (
                  "runs (simple_net, big_net, facenet find those too)"),
     Setting(("--save_dir",), default=DEFAULT_SAVE_DIR, group=NAMING, param="train.save_dir",
             help="where run folders are kept"),
+    Setting(("--image_size",), default=None, type=positive_int, group=NAMING, param="train.image_size",
+            help="input size in pixels of every model (default: each model's own, e.g. simple_net 64, "
+                 "big_net 96); the cache is built per size"),
     Setting(("--pretrained_weights",), default=None, metavar="FILE", group=NAMING,
             help="torchvision models: a local ImageNet state_dict for the backbone "
                  "(else --pretrained, else torchvision's local cache)"),
@@ -61,12 +65,14 @@ def new_parser(description: str, front_end: str) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, model_name: str, model: Any) -> TrainConfig:
     """The TrainConfig whose run folder this model and command line train into (or load from)."""
-    return TrainConfig.from_args(args, model_name, pretrained=bool(getattr(model, "pretrained", False)))
+    return TrainConfig.from_args(args, model_name, pretrained=bool(getattr(model, "pretrained", False)),
+                                 image_size=getattr(model, "input_size", None))
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Constructor options from the command line; build_model drops those a model does not take."""
-    chosen = {"emb_dim": args.embedding_size, "pretrained_weights": args.pretrained_weights,
+    chosen = {"emb_dim": args.embedding_size, "input_size": args.image_size,
+              "pretrained_weights": args.pretrained_weights,
               "freeze_backbone": args.freeze_backbone, "pretrained": args.pretrained}
     return {key: value for key, value in chosen.items() if value not in (None, False)}
 

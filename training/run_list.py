@@ -14,9 +14,8 @@ from typing import Any, Sequence
 
 from common.errors import UserError
 from training.checkpoints import CheckpointSaver
-from training.config import name_parts
 from training.curves import SCORE, Curve, read_curve
-from training.runs import HPARAMS_FILE, STATS_FILE, find_run_folders
+from training.runs import HPARAMS_FILE, STATS_FILE, extra_name_parts, find_run_folders
 
 _MAIN_KEYS = ("model_name", "model_class", "learning_rate", "lr_decay", "batch_size")
 # Folder names of runs without hparams.json (the original's, or downloaded weights).
@@ -55,7 +54,7 @@ def _describe(folder: Path, save_dir: Path) -> dict[str, Any]:
         "model": hparams.get("model_name"),
         "model_class": hparams.get("model_class"),
         "lr": hparams.get("learning_rate"),
-        "lr_decay": hparams.get("lr_decay"),
+        "lr_decay": "cosine" if hparams.get("lr_schedule") == "cosine" else hparams.get("lr_decay"),
         "batch_size": hparams.get("batch_size"),
         "other": {k: v for k, v in hparams.items() if k not in _MAIN_KEYS + ("data",)},
         "last_checkpoint": epochs[-1] if epochs else None,
@@ -112,9 +111,8 @@ def _table_row(run: dict[str, Any]) -> tuple[str, ...]:
 
 def _other(hparams: dict[str, Any]) -> str:
     """The hyperparameters that name the run beyond LR/decay/BS, e.g. 'K=8 mining=hard'."""
-    parts = [f"{label}={hparams[key]}" for key, (label, reference) in name_parts().items()
-             if key in hparams and hparams[key] != reference]
-    return " ".join(parts) or "-"
+    parts = extra_name_parts(hparams.get("model_class"), hparams)
+    return " ".join(f"{label}={value}" for label, value in parts) or "-"
 
 
 def _text(value: Any, fmt: str = "{}") -> str:

@@ -1,9 +1,12 @@
 """The run folder: its name, its hyperparameters file, its statistics file and its lock.
 
 The folder name carries every hyperparameter that changes training, so "same folder" means
-"same training" and re-running a command resumes it. Default hyperparameters give exactly the
-original name (``SimpleNet_LR_0.0001_decay_0.95_BS_64``); any other setting that differs from
-its fixed reference value is appended (``..._K_8_margin_0.3_mining_hard``).
+"same training" and re-running a command resumes it. It always starts with the original's
+``<Model>_LR_<lr>_decay_<lrd>_BS_<bs>`` (``decay_cosine`` under the cosine schedule); every other
+setting that differs from its fixed reference value (the original's setting, never today's
+default: see TrainConfig's field declarations) is appended (``..._K_8_margin_0.3_mining_hard``).
+So changing a default never renames an existing run: the original's settings still give
+``SimpleNet_LR_0.0001_decay_0.95_BS_64``.
 """
 from __future__ import annotations
 
@@ -21,26 +24,48 @@ from common.errors import UserError
 from data.identity import DIGESTS_FILE, DataIdentity, describe_change, read_digests, write_digests
 from training.checkpoints import has_checkpoints
 from training.config import TrainConfig, name_parts
+from training.diagnostics import COLUMNS as DIAGNOSTICS_COLUMNS
 
 STATS_FILE = "training_stats.csv"
 HPARAMS_FILE = "hparams.json"
 LOCK_FILE = ".lock"
 STATS_COLUMNS = ("epoch", "mean training loss", "evaluation score", "precision@1", "map@r",
-                 "triplets", "lr", "seconds")
+                 "triplets", *DIAGNOSTICS_COLUMNS, "lr", "seconds")
 
+# augment "none" was the boolean augment=False before the levels existed: same name part.
+_NAME_VALUES = {("augment", "none"): False}
+# Reference input size per model class (the original sizes), for the "size" part.
+REFERENCE_INPUT_SIZES = {"SimpleNet": 64, "BigNet": 96, "FaceNetInception": 96,
+                         "EfficientNetB3Embedder": 128, "ResNet18Embedder": 128,
+                         "ResNet50Embedder": 128}
 
 
 def run_name(model_class: str, config: TrainConfig) -> str:
-    """``<ModelClass>_LR_<lr>_decay_<lrd>_BS_<bs>`` plus the hyperparameters that differ from
-    their fixed reference values, in field order (the fields declared with a run-name label;
-    epochs, device and the eval/save periods have none, so a run can be continued with more
-    epochs or on another device)."""
-    name = f"{model_class}_LR_{config.learning_rate}_decay_{config.lr_decay}_BS_{config.batch_size}"
+    """``<ModelClass>_LR_<lr>_decay_<lrd|cosine>_BS_<bs>`` plus `extra_name_parts`."""
+    decay = config.lr_decay if config.lr_schedule == "exponential" else "cosine"
+    name = f"{model_class}_LR_{config.learning_rate}_decay_{decay}_BS_{config.batch_size}"
+    return name + "".join(f"_{label}_{value}" for label, value in extra_name_parts(model_class, config.to_dict()))
+
+
+def extra_name_parts(model_class: str | None, hparams: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(label, value) of the hyperparameters that differ from their fixed reference values, in
+    field order (the fields declared with a run-name label; epochs, device and the eval/save
+    periods have none, so a run can be continued with more epochs or on another device). The
+    warm-up is no part under the exponential schedule (which has none), and the input size is
+    compared with the model's reference size. ``hparams`` may come from an older hparams.json:
+    settings it does not hold are left out."""
+    parts = []
     for field, (label, reference) in name_parts().items():
-        value = getattr(config, field)
+        if field not in hparams:
+            continue
+        value = hparams[field]
+        if field == "image_size":  # None: the model's own size, unknown here
+            reference = REFERENCE_INPUT_SIZES.get(model_class, value) if value else value
+        if field == "warmup_steps" and hparams.get("lr_schedule", "exponential") == "exponential":
+            continue
         if value != reference:
-            name += f"_{label}_{value}"
-    return name
+            parts.append((label, _NAME_VALUES.get((field, value), value)))
+    return parts
 
 
 def run_folder(save_dir: Path, model_class: str, config: TrainConfig, dataset: str | None) -> Path:

@@ -31,10 +31,13 @@ from evaluation.report import in_percent
 from training.augment import augment
 from training.checkpoints import CheckpointSaver, has_checkpoints, load_model_state, restore_rng_states, rng_states
 from training.config import TrainConfig
+from training.diagnostics import batch_diagnostics, epoch_diagnostics
 from training.distributed import DistContext, gather_batch, setup
 from training.loss import triplet_loss
 from training.runs import STATS_FILE, RunLock, StatsFile, bind_data, remove_temp_files, run_folder, write_hparams
 from training.sampler import PKSampler
+from training.schedule import learning_rate
+from training.xbm import CrossBatchMemory
 
 EVAL_K = 5  # "evaluation score" = in_any@5, as in the original
 
@@ -59,6 +62,7 @@ class _Training:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp: bool
+    memory: CrossBatchMemory | None
 
 
 def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: EvalTarget | None,
@@ -80,7 +84,6 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
     amp = _use_amp(config, ctx.device, log if ctx.is_main else None)
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen backbones stay out
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
     run_dir = run_folder(save_dir, type(model).__name__, config, data and data.name)
     saver = CheckpointSaver(run_dir, config.save_every)
@@ -88,7 +91,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
         _note_legacy_run(Path(save_dir) / run_dir.name, run_dir, log)
 
     with _claim(ctx, run_dir, data, train_set, accept_changed_data):
-        start, metrics = _resume(saver, config, model, optimizer, scheduler, scaler)
+        start, metrics = _resume(saver, config, model, optimizer, scaler)
         stats = StatsFile(run_dir / STATS_FILE) if ctx.is_main else None
         if stats:
             write_hparams(run_dir, config.model, type(model).__name__, config, data)
@@ -99,30 +102,27 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
             log(f"resuming {run_dir} from epoch {start}")
         if stats and start == 0 and not stats.rows:
             metrics = _evaluate(model, eval_set, config, ctx.device)
-            stats.add({"epoch": 0, "lr": config.learning_rate, **metrics})
-            log(_epoch_line(0, config.epochs, None, metrics, None, config.learning_rate))
+            stats.add({"epoch": 0, **metrics})
+            log(_epoch_line(0, config.epochs, {}, metrics))
 
         net = _wrap(model, ctx)
-        training = _Training(config, ctx, net, optimizer, scaler, amp)
+        memory = CrossBatchMemory(config.xbm) if config.xbm else None
+        training = _Training(config, ctx, net, optimizer, scaler, amp, memory)
         epochs = tqdm(range(start + 1, config.epochs + 1), initial=start, total=config.epochs,
                       desc=run_dir.name, disable=_bars_off(ctx), unit="epoch")
         for epoch in epochs:
             started = time.perf_counter()
-            loss, triplets = _train_epoch(training, train_set, sampler, epoch)
-            seconds = time.perf_counter() - started
-            _stop_if_diverged(model, loss, epoch, saver)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            progress = _train_epoch(training, train_set, sampler, epoch)
+            progress["seconds"] = round(time.perf_counter() - started, 2)
+            _stop_if_diverged(model, progress["mean training loss"], epoch, saver)
             if ctx.is_main:
                 last = epoch == config.epochs
                 metrics = _evaluate(model, eval_set, config, ctx.device) \
                     if last or epoch % config.eval_every == 0 else {}
-                stats.add({"epoch": epoch, "mean training loss": loss, "triplets": triplets,
-                           "lr": lr, "seconds": round(seconds, 2), **metrics})
-                saver.save(epoch, _checkpoint_state(config, model, optimizer, scheduler, scaler,
-                                                    metrics, data),
+                stats.add({"epoch": epoch, **progress, **metrics})
+                saver.save(epoch, _checkpoint_state(config, model, optimizer, scaler, metrics, data),
                            final=last, score=metrics.get("evaluation score"))
-                log(_epoch_line(epoch, config.epochs, loss, metrics, triplets, lr, seconds))
+                log(_epoch_line(epoch, config.epochs, progress, metrics))
             ctx.barrier()
         if ctx.is_main:
             log(f"saved {run_dir}: epochs {start + 1}-{config.epochs}, {_best_text(saver)}")
@@ -199,16 +199,18 @@ def _claim(ctx: DistContext, run_dir: Path, data: DataIdentity | None, train_set
 
 
 def _resume(saver: CheckpointSaver, config: TrainConfig, model: nn.Module,
-            optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-            scaler: torch.amp.GradScaler) -> tuple[int, dict[str, float]]:
-    """Restore the newest readable checkpoint; return (its epoch, its metrics), or (0, {})."""
+            optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> tuple[int, dict[str, float]]:
+    """Restore the newest readable checkpoint; return (its epoch, its metrics), or (0, {}).
+
+    The learning rate needs no state: training.schedule computes it from the step counter,
+    which is the checkpoint's epoch times the steps per epoch.
+    """
     checkpoint = saver.resume()
     if checkpoint is None:
         return 0, {}
     state = checkpoint.state
     load_model_state(model, checkpoint, config.model)
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     if scaler.is_enabled() and state["grad_scaler"]:  # empty when saved by a float32 run
         scaler.load_state_dict(state["grad_scaler"])
     restore_rng_states(state["rng"])
@@ -223,38 +225,65 @@ def _wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _train_epoch(t: _Training, train_set: ImageSet, sampler: PKSampler,
-                 epoch: int) -> tuple[float, float]:
-    """One epoch of steps; returns (mean loss over finite steps, mean active triplets per step).
+def _train_epoch(t: _Training, train_set: ImageSet, sampler: PKSampler, epoch: int) -> dict[str, float]:
+    """One epoch of steps; returns its stats-row values: mean loss over finite steps, mean active
+    triplets per step, the learning rate of its first step and the diagnostics columns.
 
     Sums stay on the device and are read once at the end, so steps never wait for the GPU.
     """
     t.net.train()
     device = t.ctx.device
     generator = torch.Generator().manual_seed(_seed(t.config.seed, epoch, t.ctx.rank))
-    loss_sum, finite_steps, active = (torch.zeros((), device=device) for _ in range(3))
+    loss_sum, finite_steps, active, mined = (torch.zeros((), device=device) for _ in range(4))
+    diagnostics = torch.zeros(3, device=device)
+    if t.memory:
+        t.memory.reset()
+    first_step = (epoch - 1) * len(sampler)
     batches = _load_batches(train_set, sampler.batches(epoch), t.config.num_workers,
                             pin=device.type == "cuda")
-    for images, labels, rows in tqdm(batches, total=len(sampler), desc=f"epoch {epoch}", leave=False,
-                               disable=_bars_off(t.ctx), unit="step"):
-        x = to_tensor(images.to(device, non_blocking=True))
-        if t.config.augment:
-            x = augment(x, generator)
+    for step, (images, labels, rows) in enumerate(tqdm(batches, total=len(sampler), desc=f"epoch {epoch}",
+                                                       leave=False, disable=_bars_off(t.ctx), unit="step")):
+        _set_lr(t.optimizer, learning_rate(t.config, first_step + step, len(sampler)))
+        x = augment(to_tensor(images.to(device, non_blocking=True)), generator, t.config.augment)
         with torch.autocast(device.type, dtype=torch.float16, enabled=t.amp):
             embeddings = t.net(x)
         embeddings, labels, rows = gather_batch(t.ctx, embeddings, labels.to(device, non_blocking=True),
                                                 rows.to(device, non_blocking=True))
-        out = triplet_loss(embeddings, labels, t.config.margin, t.config.mining, rows)
+        loss, step_active, step_mined = _loss(t, embeddings, labels, rows)
         t.optimizer.zero_grad(set_to_none=True)
-        t.scaler.scale(out.loss).backward()
+        t.scaler.scale(loss).backward()
         t.scaler.step(t.optimizer)
         t.scaler.update()
-        finite = torch.isfinite(out.loss.detach())
-        loss_sum += torch.where(finite, out.loss.detach(), 0.0)
+        finite = torch.isfinite(loss.detach())
+        loss_sum += torch.where(finite, loss.detach(), 0.0)
         finite_steps += finite
-        active += out.active
+        active += step_active
+        mined += step_mined
+        diagnostics += batch_diagnostics(embeddings, labels)
     steps = finite_steps.item()
-    return (loss_sum.item() / steps if steps else math.nan), active.item() / len(sampler)
+    return {"mean training loss": loss_sum.item() / steps if steps else math.nan,
+            "triplets": active.item() / len(sampler),
+            "lr": learning_rate(t.config, first_step, len(sampler)),
+            **epoch_diagnostics(diagnostics, len(sampler), active.item(), mined.item())}
+
+
+def _loss(t: _Training, embeddings: Tensor, labels: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, active triplets, mined triplets) of a step: in-batch mining, plus the cross-batch
+    memory's triplets when it is on (the memory then remembers this batch). ``rows`` (dataset
+    rows) keep a repeated image from being its own positive, in the batch and in the memory."""
+    out = triplet_loss(embeddings, labels, t.config.margin, t.config.mining, rows)
+    if t.memory is None:
+        return out
+    remembered = t.memory.loss(embeddings, labels, rows, t.config.margin, t.config.mining)
+    t.memory.add(embeddings, labels, rows)
+    if remembered is None:
+        return out
+    return (out.loss + remembered.loss, out.active + remembered.active, out.mined + remembered.mined)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _bars_off(ctx: DistContext) -> bool | None:
@@ -316,15 +345,13 @@ def _evaluate(model: nn.Module, eval_set: EvalTarget | None, config: TrainConfig
 
 
 def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                      scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                      metrics: dict[str, float], data: DataIdentity | None) -> dict:
+                      scaler: torch.amp.GradScaler, metrics: dict[str, float], data: DataIdentity | None) -> dict:
     return {
         "data": None if data is None else data.to_dict(),
         "model_name": config.model,
         "model_class": type(model).__name__,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "grad_scaler": scaler.state_dict(),
         "rng": rng_states(),
         "hparams": config.to_dict(),
@@ -332,16 +359,18 @@ def _checkpoint_state(config: TrainConfig, model: nn.Module, optimizer: torch.op
     }
 
 
-def _epoch_line(epoch: int, epochs: int, loss: float | None, metrics: dict[str, float],
-                triplets: float | None, lr: float, seconds: float | None = None) -> str:
-    """``epoch 3/50  loss 0.1234  triplets 85.2/step  score 45.20%  p@1 32.1%  map@r 21.0%  ...``"""
+def _epoch_line(epoch: int, epochs: int, progress: dict[str, float], metrics: dict[str, float]) -> str:
+    """``epoch 3/50  loss 0.1234  triplets 85.2/step (41% active)  d_ap 0.61 d_an 1.12  std 0.098
+    score 45.20%  p@1 32.1%  map@r 21.0%  4.1s  lr 0.001``"""
     parts = [f"epoch {epoch}/{epochs}"]
-    if loss is not None:
-        parts += [f"loss {loss:.4f}", f"triplets {triplets:.1f}/step"]
+    if progress:
+        parts += [f"loss {progress['mean training loss']:.4f}",
+                  f"triplets {progress['triplets']:.1f}/step ({progress['active share']:.0%} active)",
+                  f"d_ap {progress['d_ap']:.2f} d_an {progress['d_an']:.2f}",
+                  f"std {progress['emb std']:.3f}"]
     if metrics:
         parts += [f"score {metrics['evaluation score']:.2f}%", f"p@1 {metrics['precision@1']:.1f}%",
                   f"map@r {metrics['map@r']:.1f}%"]
-    if seconds is not None:
-        parts.append(f"{seconds:.1f}s")
-    parts.append(f"lr {lr:.3g}")
+    if progress:
+        parts += [f"{progress['seconds']:.1f}s", f"lr {progress['lr']:.3g}"]
     return "  ".join(parts)
