@@ -51,6 +51,24 @@ class DistContext:
         if self.world_size > 1:
             dist.barrier()
 
+    def release(self, go_on: bool) -> None:
+        """Rank 0: let the processes waiting in `wait_for_main` go on, or tell them to stop."""
+        if self.world_size > 1:
+            dist.broadcast(torch.tensor([int(go_on)], device=self._comm_device), src=0)
+
+    def wait_for_main(self) -> None:
+        """Other ranks: wait until rank 0 has checked the run (`release`); when rank 0 refused
+        it (another process trains it, its data changed), stop too instead of waiting forever."""
+        verdict = torch.zeros(1, dtype=torch.long, device=self._comm_device)
+        dist.broadcast(verdict, src=0)
+        if not verdict.item():
+            raise UserError(f"rank {self.rank}: rank 0 refused this run (its error says why); "
+                            "stopping with it")
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL: GPU tensors
+
 
 def setup(device: str = "auto") -> DistContext:
     """Join the torchrun process group if there is one (gloo on CPU/MPS, nccl on CUDA)."""

@@ -11,7 +11,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -186,15 +186,20 @@ def _claim(ctx: DistContext, run_dir: Path, data: DataIdentity | None, train_set
     """Rank 0 creates and locks the run folder, checks it was trained on ``data`` and clears a
     killed run's temp files; all ranks wait (and stop together when rank 0 refuses)."""
     if not ctx.is_main:
-        ctx.barrier()
+        ctx.wait_for_main()
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        remove_temp_files(run_dir)
-        if data is not None:
-            bind_data(run_dir, data, train_set.paths, accept_change=accept_changed_data)
-        ctx.barrier()
+    with ExitStack() as held:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(RunLock(run_dir))
+            remove_temp_files(run_dir)
+            if data is not None:
+                bind_data(run_dir, data, train_set.paths, accept_change=accept_changed_data)
+        except BaseException:
+            ctx.release(go_on=False)
+            raise
+        ctx.release(go_on=True)
         yield
 
 
