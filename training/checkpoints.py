@@ -1,10 +1,10 @@
 """Checkpoint files (``last.pth``, ``best.pth``, ``<epoch>.pth``): save policy, atomic writes, safe loads.
 
 A checkpoint holds everything needed to continue training exactly where it stopped (model,
-optimizer, scheduler, grad scaler, RNG states) plus what a reader needs to trust it (model name
-and class, hyperparameters, metrics, format version). Only tensors and plain Python values go
-in, so every file loads with ``torch.load(path, weights_only=True)``: opening a downloaded
-checkpoint never runs code.
+optimizer, grad scaler, RNG states; the learning rate follows from the epoch) plus what a
+reader needs to trust it (model name and class, hyperparameters, metrics, format version). Only
+tensors and plain Python values go in, so every file loads with
+``torch.load(path, weights_only=True)``: opening a downloaded checkpoint never runs code.
 
 Writing goes to a hidden temporary file in the same folder, is fsynced, then renamed over the
 final name, so a run killed mid-save leaves the previous checkpoints intact and no half-written
