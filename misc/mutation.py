@@ -5,9 +5,9 @@ a time, each against only the test files that exercise it, so a full run takes w
 on two cores. Each module runs in its own scratch copy of the working tree, so the tree you edit
 is never touched and a run can go on while you work.
 
-    python -m tests.mutation                       # every module below
-    python -m tests.mutation training/loss.py      # one module
-    python -m tests.mutation --list-survivors ...  # also print each surviving mutant's diff
+    python -m misc.mutation                       # every module below
+    python -m misc.mutation training/loss.py      # one module
+    python -m misc.mutation --list-survivors ...  # also print each surviving mutant's diff
 
 Prints one row per module: mutants, killed (a test failed or timed out), survived, score.
 """
