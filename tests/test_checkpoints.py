@@ -163,3 +163,27 @@ def test_best_is_the_highest_score_and_survives_a_resume(tmp_path):
     assert resumed.resume().epoch == 4
     resumed.save(5, {"model": {}}, score=65.0)                      # below the best of 70
     assert load_checkpoint(tmp_path, "best").epoch == 2
+
+
+@pytest.mark.parametrize("asked, used", [(3, 3), (10, 10), (5, 3), (20, 10), (1, 2)])
+def test_nearest_is_the_asked_epoch_else_the_newest_before_it_else_the_earliest(run_dir, asked, used):
+    """What ``--epochs N`` below a run's reach loads (training.trainer): N.pth, else the newest
+    checkpoint saved before N, else the earliest one."""
+    checkpoint = CheckpointSaver(run_dir).nearest(asked)
+    assert (checkpoint.epoch, checkpoint.path.name) == (used, f"{used}.pth")
+    assert checkpoint.state["metrics"] == {"score": used}
+
+
+def test_epochs_kept_only_in_last_and_best_can_be_loaded_and_are_listed(tmp_path):
+    """save_every 0 keeps no numbered file before the end: last.pth and best.pth are the run."""
+    saver = CheckpointSaver(tmp_path)
+    saver.save(1, {"model": {}}, score=80.0)
+    saver.save(2, {"model": {}}, score=10.0)
+    saver.save(3, {"model": {}}, final=True)
+    assert saver.epochs() == [1, 3]
+    assert saver.listing() == "3; last.pth: 3; best.pth: 1"
+    assert (saver.nearest(2).epoch, saver.nearest(2).path.name) == (1, "best.pth")
+    assert CheckpointSaver(tmp_path / "empty").listing() == "none numbered"
+    (tmp_path / "3.pth").unlink()
+    assert saver.listing() == "none numbered; last.pth: 3; best.pth: 1"
+    assert (saver.load(3).epoch, saver.load(3).path.name) == (3, "last.pth")
