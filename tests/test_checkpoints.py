@@ -269,3 +269,13 @@ def test_listing_or_resuming_never_unpickles_code_from_last_pth(run_dir):
     with pytest.warns(UserWarning, match=r"last\.pth: refused to load"):
         assert load_checkpoint(run_dir).epoch == 10
     assert TRIPWIRE == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rng_states_survive_a_checkpoint_round_trip(tmp_path):
+    torch.cuda.manual_seed_all(3)
+    save_checkpoint(tmp_path, 1, {"model": {}, "rng": rng_states()})
+    expected = torch.rand(4, device="cuda").tolist()
+    torch.cuda.manual_seed_all(9)
+    restore_rng_states(load_checkpoint(tmp_path, 1).state["rng"])
+    assert torch.rand(4, device="cuda").tolist() == expected
