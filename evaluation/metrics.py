@@ -71,12 +71,12 @@ def metrics_from_neighbours(neighbour_labels: np.ndarray, query_labels: np.ndarr
     `r_counts` (Q,) is each query's R. The m columns must hold the min(depth, gallery - 1) nearest
     images with depth >= max(k, max R); ranks past m count as not relevant (they do not exist).
     """
-    neighbour_labels = np.asarray(neighbour_labels).reshape(len(query_labels), -1)
     r_counts = np.asarray(r_counts, dtype=np.int64)
     queryable = r_counts > 0
-    if not queryable.any():
+    if not queryable.any():  # checked first: an empty set has no neighbour columns to reshape
         raise UserError("evaluation set: no item has 2 or more images, so no image can be queried; "
                         "use a dataset (or a larger eval split, --eval_fraction) with several images per item")
+    neighbour_labels = np.asarray(neighbour_labels).reshape(len(query_labels), -1)
     if neighbour_labels.shape[1] < r_counts.max():
         raise ValueError(f"{neighbour_labels.shape[1]} neighbours per query, but R is up to {r_counts.max()}")
     relevant = neighbour_labels[queryable] == np.asarray(query_labels)[queryable, None]

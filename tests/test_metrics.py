@@ -8,7 +8,7 @@ from torch import nn
 
 from common.errors import UserError
 from evaluation.embed import embed
-from evaluation.metrics import metrics_from_neighbours, retrieval_metrics
+from evaluation.metrics import evaluate_retrieval, metrics_from_neighbours, retrieval_metrics
 from evaluation.report import format_metrics_table
 
 # Six points on a line, three items (A=0, B=1, C=2). Ranking of the others, ties by lower index:
@@ -74,8 +74,12 @@ def test_k_larger_than_the_gallery():
 
 
 def test_no_queryable_image_is_a_user_error():
-    with pytest.raises(UserError, match="no item has 2 or more images"):
-        retrieval_metrics(torch.randn(3, 2), np.array([0, 1, 2]))
+    message = ("evaluation set: no item has 2 or more images, so no image can be queried; use a dataset "
+               "(or a larger eval split, --eval_fraction) with several images per item")
+    for emb, labels in ((torch.randn(3, 2), np.array([0, 1, 2])), (torch.zeros(0, 2), np.zeros(0))):
+        with pytest.raises(UserError) as err:
+            retrieval_metrics(emb, labels)
+        assert str(err.value) == message
     with pytest.raises(UserError, match="at least 1"):
         retrieval_metrics(LINE, LINE_LABELS, k=0)
 
@@ -197,3 +201,37 @@ def test_embed_on_cuda_matches_cpu():
     on_gpu = embed(model, images, batch_size=4, device="cuda")
     assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.float32
     torch.testing.assert_close(on_gpu, on_cpu, rtol=0.05, atol=0.05)  # autocast: bf16/fp16 inside
+
+
+def test_defaults_are_the_original_evaluation_score_with_the_torch_backend():
+    """No k: the original project's "evaluation score" is in_any@5, searched by the torch backend."""
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    emb = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32))
+    assert retrieval_metrics(emb, labels) == retrieval_metrics(emb, labels, k=5)
+    assert "in_any@5" in evaluate_retrieval(emb, labels).metrics
+
+
+def test_k_of_one_is_allowed():
+    m = retrieval_metrics(LINE, LINE_LABELS, k=1)
+    assert m["in_any@1"] == m["closest_1"] == 0.0
+
+
+def test_neighbour_lists_returned_are_those_the_metrics_used():
+    """evaluate.py draws these: each query's others nearest first, ties by lower index (see LINE)."""
+    result = evaluate_retrieval(LINE, LINE_LABELS, k=3)
+    assert result.indices[:, :3].tolist() == [[1, 2, 3], [0, 2, 3], [1, 0, 3], [2, 1, 4], [5, 3, 2], [4, 3, 2]]
+    assert result.distances[0, :3].tolist() == [1.0, 2.0, 4.0]
+
+
+def test_labels_as_a_column_give_the_same_metrics():
+    column = torch.from_numpy(LINE_LABELS)[:, None]
+    assert retrieval_metrics(LINE, column, k=3) == retrieval_metrics(LINE, LINE_LABELS, k=3)
+
+
+def test_mismatched_inputs_are_programming_errors_naming_both_sizes():
+    with pytest.raises(ValueError) as err:
+        retrieval_metrics(LINE, LINE_LABELS[:5])
+    assert str(err.value) == "6 embeddings but 5 labels"
+    with pytest.raises(ValueError) as err:
+        metrics_from_neighbours(np.zeros((2, 2)), np.zeros(2), np.array([3, 1]), k=2)
+    assert str(err.value) == "2 neighbours per query, but R is up to 3"

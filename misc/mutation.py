@@ -5,9 +5,9 @@ a time, each against only the test files that exercise it, so a full run takes w
 on two cores. Each module runs in its own scratch copy of the working tree, so the tree you edit
 is never touched and a run can go on while you work.
 
-    python -m tests.mutation                       # every module below
-    python -m tests.mutation training/loss.py      # one module
-    python -m tests.mutation --list-survivors ...  # also print each surviving mutant's diff
+    python -m misc.mutation                       # every module below
+    python -m misc.mutation training/loss.py      # one module
+    python -m misc.mutation --list-survivors ...  # also print each surviving mutant's diff
 
 Prints one row per module: mutants, killed (a test failed or timed out), survived, score.
 """
@@ -28,7 +28,9 @@ MODULES: dict[str, list[str]] = {
     "training/mining.py": ["tests/test_mining.py"],
     "training/loss.py": ["tests/test_mining.py"],
     "training/sampler.py": ["tests/test_sampler.py"],
-    "evaluation/knn.py": ["tests/test_knn.py"],
+    "evaluation/knn.py": ["tests/test_knn.py",
+                          "tests/test_search.py::test_search_is_exact_with_duplicates_ordered_by_index",
+                          "tests/test_search.py::test_search_through_a_faiss_index_gives_the_same_answer"],
     "evaluation/metrics.py": ["tests/test_metrics.py"],
     "data/decode.py": ["tests/test_decode.py"],
     "data/download.py": ["tests/test_download.py"],
