@@ -9,7 +9,7 @@ import torch
 
 import evaluation.knn as knn_module
 from common.errors import UserError
-from evaluation.knn import knn
+from evaluation.knn import Searcher, knn, search
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
@@ -130,12 +130,15 @@ def test_bad_inputs_raise_clear_errors():
     emb = torch.from_numpy(random_embeddings(10, 2))
     with pytest.raises(UserError, match="at least 1"):
         knn(emb, 0)
-    with pytest.raises(UserError, match="unknown kNN backend"):
+    with pytest.raises(UserError) as err:
         knn(emb, 2, backend="annoy")
+    assert str(err.value) == "--knn_backend 'annoy': unknown kNN backend; use one of torch, faiss"
     bad = emb.clone()
     bad[3, 1] = float("nan")
-    with pytest.raises(UserError, match="NaN or inf"):
+    with pytest.raises(UserError) as err:
         knn(bad, 2)
+    assert str(err.value) == ("embeddings contain NaN or inf: the model's weights have diverged; evaluate "
+                              "an earlier checkpoint or retrain with a lower --learning_rate")
     with pytest.raises(ValueError, match="chunk_size"):
         knn(emb, 2, chunk_size=0)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
@@ -154,8 +157,10 @@ def test_cuda_matches_cpu():
 
 @pytest.mark.skipif(HAS_FAISS, reason="faiss is installed")
 def test_faiss_backend_missing_says_how_to_install():
-    with pytest.raises(UserError, match="pip install faiss-cpu"):
+    with pytest.raises(UserError) as err:
         knn(torch.from_numpy(random_embeddings(10, 2)), 2, backend="faiss")
+    assert str(err.value) == ("--knn_backend faiss: faiss is not installed; `pip install faiss-cpu` or use "
+                              "--knn_backend torch (same results)")
 
 
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed (optional: pip install faiss-cpu)")
@@ -196,3 +201,47 @@ def test_faiss_backend_reranks_ties_without_returning_the_query(make, monkeypatc
     monkeypatch.setitem(sys.modules, "faiss", FakeFaiss())
     for k in (1, 5, 199):  # up to every other row
         assert_matches_reference(make(), k, backend="faiss", atol=1e-4)
+
+
+def test_a_single_row_has_no_neighbours_as_an_empty_int64_result():
+    dists, idx = knn(torch.ones(1, 3), 4)
+    assert dists.shape == idx.shape == (1, 0) and idx.dtype == torch.int64
+
+
+def brute_search(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> np.ndarray:
+    """Gallery rows by float64 distance, ties by lower index (no query is excluded)."""
+    sq = ((queries.double()[:, None] - gallery.double()[None]) ** 2).sum(-1).numpy()
+    return np.argsort(sq, axis=1, kind="stable")[:, :k]
+
+
+def test_searcher_edge_cases_return_empty_results_of_the_right_shape_and_type():
+    gallery = torch.from_numpy(integer_embeddings(30, 3))
+    for got, shape in ((Searcher(gallery).search(torch.zeros(0, 3), 4), (0, 4)),
+                       (Searcher(gallery).search(gallery[:2], 0), (2, 0)),
+                       (Searcher(torch.zeros(0, 3)).search(gallery[:2], 4), (2, 0))):
+        assert got[0].shape == got[1].shape == shape
+        assert (got[0].dtype, got[1].dtype) == (torch.float32, torch.int64)
+
+
+def test_searcher_finds_the_single_nearest_of_a_single_query():
+    gallery = torch.from_numpy(random_embeddings(40, 4))
+    dists, idx = search(gallery[7:8] + 0.01, gallery, 1)
+    assert idx.tolist() == [[7]] and dists.shape == (1, 1)
+
+
+def test_searcher_blocks_of_queries_cover_every_query(monkeypatch):
+    """More queries than dimensions, one query per block: every block is searched."""
+    gallery, queries = torch.from_numpy(random_embeddings(50, 2)), torch.from_numpy(random_embeddings(9, 2, 1))
+    monkeypatch.setattr(knn_module, "BLOCK_BYTES", 50 * knn_module.BYTES_PER_PAIR)
+    assert np.array_equal(search(queries, gallery, 3)[1].numpy(), brute_search(queries, gallery, 3))
+
+
+def test_searcher_through_a_faiss_index_gives_the_exact_answer():
+    """Candidates from a faiss flat index (FakeFaiss here), re-ranked by exact distance and index."""
+    gallery = torch.from_numpy(integer_embeddings(60, 3))
+    queries = torch.from_numpy(integer_embeddings(12, 3, seed=1))
+    index = FakeFaiss.IndexFlatL2(3)
+    index.add(gallery.numpy())
+    dists, idx = Searcher(gallery, faiss_index=index).search(queries, 5)
+    assert np.array_equal(idx.numpy(), brute_search(queries, gallery, 5))
+    assert idx.dtype == torch.int64 and torch.equal(dists, search(queries, gallery, 5)[0])
