@@ -12,8 +12,8 @@ For each dataset it prints precision@1 and MAP@R on held-out items (never traine
   ``ImageFolder`` + a ``DataLoader`` decoding and resizing the JPEG files per sample in one
   worker process per core, random
   P x K batches from the same sampler, the same augmentation, loss, optimizer and schedule. The
-  last table is time-to-quality: the plain loop's training seconds against the seconds the
-  pipeline's trainer needed to reach the plain loop's final precision@1.
+  last table is time-to-quality: the training seconds each loop needed to reach the plain loop's
+  final precision@1, and the lower of the two loops' finals.
 
 Wall seconds are training time only (evaluations excluded), summed from the runs' statistics
 files. CPU seconds (user + system, of the process and its DataLoader workers, evaluations
@@ -46,6 +46,7 @@ from data.sources import locate_dataset  # noqa: E402
 from data.splits import load_splits  # noqa: E402
 from evaluation.embed import embed  # noqa: E402
 from evaluation.metrics import retrieval_metrics  # noqa: E402
+from evaluation.report import in_percent  # noqa: E402
 from models import build_model  # noqa: E402
 from training.augment import augment  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -60,7 +61,7 @@ SLOW_MODELS = ("efficientnet_b3", "resnet18", "resnet50")
 PREVIOUS_DEFAULTS = {"learning_rate": 1e-4, "lr_schedule": "exponential", "lr_decay": 0.95,
                      "warmup_steps": 0, "augment": "light"}
 PLAIN_WORKERS = os.cpu_count() or 1  # what a user gives a DataLoader: one decoding process per core
-Curve = list[tuple[float, float, float, float]]  # (wall s, CPU s so far, precision@1, MAP@R)
+Curve = list[tuple[float, float, float, float]]  # (wall s, CPU s so far, precision@1 %, MAP@R %)
 
 
 def main() -> None:
@@ -70,7 +71,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=90.0,
                         help="seconds of training for each other model (default 90)")
     parser.add_argument("--xbm", type=int, default=512, help="memory size of the --xbm row")
-    parser.add_argument("--eval_every", type=int, default=5)
+    parser.add_argument("--eval_every", type=int, default=2,
+                        help="epochs between evaluations: the resolution of the time-to-quality table")
     parser.add_argument("--slow", action="store_true", help=f"also {', '.join(SLOW_MODELS)}")
     parser.add_argument("--no_plain", action="store_true", help="leave out the plain-loop comparison")
     parser.add_argument("--work_dir", type=Path, default=None,
@@ -110,8 +112,7 @@ def bench_dataset(dataset: str, work: Path, args: argparse.Namespace) -> None:
     print("| model | training | epochs | train s (wall) | CPU s | precision@1 | MAP@R |")
     print("|---|---|---|---|---|---|---|")
     for model, setting, epochs, seconds, cpu, p1, map_r in rows:
-        print(f"| `{model}` | {setting} | {epochs} | {seconds:.0f} | {cpu:.0f} | {100 * p1:.1f}% | "
-              f"{100 * map_r:.1f}% |")
+        print(f"| `{model}` | {setting} | {epochs} | {seconds:.0f} | {cpu:.0f} | {p1:.1f}% | {map_r:.1f}% |")
     if plain_curve:
         _print_time_to_quality(default_curve, plain_curve, args.epochs)
     print(f"\n(benchmark wall time for {dataset}: {time.perf_counter() - started:.0f} s)\n", flush=True)
@@ -123,7 +124,8 @@ def _splits(root: Path, size: int, work: Path) -> tuple[ImageSet, ImageSet]:
 
 
 def _metrics(model: torch.nn.Module, eval_set: ImageSet) -> tuple[float, float]:
-    result = retrieval_metrics(embed(model, eval_set), eval_set.labels, k=5)
+    """(precision@1, MAP@R) in %, the unit of the runs' statistics files."""
+    result = in_percent(retrieval_metrics(embed(model, eval_set), eval_set.labels, k=5))
     return result["precision@1"], result["map@r"]
 
 
@@ -230,20 +232,40 @@ def _image_folder(train_set: ImageSet, folder: Path) -> Path:
 
 
 def _print_time_to_quality(trainer: Curve, plain: Curve, epochs: int) -> None:
-    """Seconds each needs to reach the plain loop's final precision@1, and per epoch."""
-    target = plain[-1][2]
-    reached = next((point for point in trainer if point[2] >= target), None)
-    print(f"\ntime to the plain loop's final precision@1 ({100 * target:.1f}%), and per epoch:\n")
-    print("| loop | wall s | CPU s | ratio (wall / CPU) | wall s/epoch | CPU s/epoch |")
+    """Seconds each loop needs to reach a precision@1, and per epoch.
+
+    Two targets: the plain loop's final precision@1 (the trainer may end a point below it: the
+    two runs differ in their random augmentation streams, which moves a final precision@1 by
+    about its standard error), and the lower of the two finals, which both loops reach.
+    """
+    plain_final, trainer_final = plain[-1][2], trainer[-1][2]
+    print("\ntime to a precision@1 (from the evaluated epochs), and per epoch:\n")
+    print("| target precision@1 | plain loop wall s | CPU s | pipeline trainer wall s | CPU s | less wall / CPU |")
     print("|---|---|---|---|---|---|")
-    print(f"| plain ImageFolder + DataLoader | {plain[-1][0]:.0f} | {plain[-1][1]:.0f} | 1.0x | "
-          f"{plain[-1][0] / epochs:.1f} | {plain[-1][1] / epochs:.1f} |")
-    per_epoch = f"{trainer[-1][0] / epochs:.1f} | {trainer[-1][1] / epochs:.1f}"
-    if reached is None:
-        print(f"| pipeline trainer | not reached (final {100 * trainer[-1][2]:.1f}%) | - | - | {per_epoch} |")
-    else:
-        print(f"| pipeline trainer | {reached[0]:.0f} | {reached[1]:.0f} | "
-              f"**{plain[-1][0] / reached[0]:.1f}x / {plain[-1][1] / reached[1]:.1f}x less** | {per_epoch} |")
+    for label, target in ((f"plain loop's final, {plain_final:.1f}%", plain_final),
+                          (f"lower final, {min(plain_final, trainer_final):.1f}%",
+                           min(plain_final, trainer_final))):
+        print(f"| {label} | {_time_to(plain, target)} | {_time_to(trainer, target)} | "
+              f"{_ratio(plain, trainer, target)} |")
+    print(f"| per epoch | {plain[-1][0] / epochs:.1f} | {plain[-1][1] / epochs:.1f} | "
+          f"{trainer[-1][0] / epochs:.1f} | {trainer[-1][1] / epochs:.1f} | "
+          f"{plain[-1][0] / trainer[-1][0]:.1f}x / {plain[-1][1] / trainer[-1][1]:.1f}x |")
+
+
+def _reached(curve: Curve, target: float) -> tuple[float, float, float, float] | None:
+    return next((point for point in curve if point[2] >= target), None)
+
+
+def _time_to(curve: Curve, target: float) -> str:
+    point = _reached(curve, target)
+    return "not reached | -" if point is None else f"{point[0]:.0f} | {point[1]:.0f}"
+
+
+def _ratio(plain: Curve, trainer: Curve, target: float) -> str:
+    slow, fast = _reached(plain, target), _reached(trainer, target)
+    if slow is None or fast is None:
+        return "-"
+    return f"**{slow[0] / fast[0]:.1f}x** / {slow[1] / fast[1]:.1f}x"
 
 
 if __name__ == "__main__":
