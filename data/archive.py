@@ -146,8 +146,7 @@ def _zip_problem(info: zipfile.ZipInfo, file_type: int) -> str | None:
 def _tar_members(tf: tarfile.TarFile) -> Iterator[_Member]:
     """Iterating (not getmembers) lets a bomb or a bad member stop the scan before the stream ends."""
     for info in tf:
-        yield _Member(info.name, info.isdir(), info.size if info.isreg() else 0,
-                      _tar_problem(info), partial(tf.extractfile, info))
+        yield _Member(info.name, info.isdir(), info.size, _tar_problem(info), partial(tf.extractfile, info))
 
 
 def _tar_problem(info: tarfile.TarInfo) -> str | None:

@@ -72,12 +72,9 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so multi-GB archives do not fill memory."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, read in chunks (by hashlib) so multi-GB archives do not fill memory."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _make_parent(dest: Path) -> None:
@@ -229,7 +226,7 @@ def _verify_sha256(part: Path, dest: Path, expected: str | None) -> None:
         return
     got = sha256_of(part)
     if got != expected.strip().lower():
-        part.unlink(missing_ok=True)
+        part.unlink()
         raise UserError(f"{dest}: sha256 mismatch, expected {expected.strip().lower()} but got {got}; "
                         "the download was corrupt or the file changed upstream, so it was deleted: "
                         "run again, or fix the expected checksum")

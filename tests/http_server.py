@@ -33,10 +33,14 @@ class Route:
     stall: seconds to wait before answering (or, with stall_midway, after half the body).
     misresume: answer a Range request from this many bytes before the offset asked for, saying so
     in Content-Range (a buggy proxy or a file that changed between requests).
+    stall_skip: the first N requests are answered at once, only later ones stall.
+    content_type None, length False, content_range False: leave that header out (servers that do:
+    a body then ends when the connection closes).
+    hang_up: close the connection without answering at all.
     """
 
     body: bytes = b""
-    content_type: str = "application/octet-stream"
+    content_type: str | None = "application/octet-stream"
     status: int = 200
     ranges: bool = True
     drop_first: int = 0
@@ -44,6 +48,10 @@ class Route:
     stall: float = 0.0
     stall_midway: bool = False
     misresume: int = 0
+    stall_skip: int = 0
+    length: bool = True
+    content_range: bool = True
+    hang_up: bool = False
 
     @classmethod
     def html(cls, body: bytes = HTML_PAGE, content_type: str = "text/html; charset=utf-8") -> Route:
@@ -148,26 +156,35 @@ class _Handler(BaseHTTPRequestHandler):
         route = owner.routes.get(path)
         if route is None:
             return self._send_status(404)
-        if route.stall and not route.stall_midway:
+        if route.hang_up:
+            self.close_connection = True
+            return None
+        stalls = route.stall and earlier >= route.stall_skip
+        if stalls and not route.stall_midway:
             owner._pause(route.stall)
         if route.status != 200:
             return self._send_status(route.status)
         if earlier < route.fail_first:
             return self._send_status(500)
-        self._send_body(route, earlier)
+        self._send_body(route, earlier, stalls)
 
-    def _send_body(self, route: Route, earlier: int) -> None:
+    def _send_body(self, route: Route, earlier: int, stalls: bool) -> None:
         start = self._range_start(route)
         size = len(route.body)
         if start and start >= size:
-            return self._send_status(416, {"Content-Range": f"bytes */{size}"})
+            return self._send_status(416, {"Content-Range": f"bytes */{size}"} if route.content_range else {})
         body = route.body[start:]
         self.send_response(206 if start else 200)
-        self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if route.content_type is not None:
+            self.send_header("Content-Type", route.content_type)
+        if route.length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         if route.ranges:
             self.send_header("Accept-Ranges", "bytes")
-        if start:
+        if start and route.content_range:
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         self.end_headers()
         half = len(body) // 2
@@ -175,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[:half])
             self.close_connection = True
             return
-        if route.stall and route.stall_midway:
+        if stalls and route.stall_midway:
             self.wfile.write(body[:half])
             self.wfile.flush()
             self.server.owner._pause(route.stall)

@@ -17,6 +17,7 @@ DATASET = {
     "shop/item_a/a_1.jpg": os.urandom(3000),
     "shop/item_b/b_0.jpg": os.urandom(3000),
     "shop/.DS_Store": b"junk",
+    "shop/item_b/._b_0.jpg": b"junk",  # a macOS resource fork, as tar copies them
     "__MACOSX/shop/item_a/._a_0.jpg": b"junk",
 }
 
@@ -70,8 +71,9 @@ def test_existing_empty_target_is_fine_non_empty_is_refused(tmp_path):
     path = make_zip(tmp_path / "d.zip", DATASET)
     (tmp_path / "empty").mkdir()
     assert safe_extract(path, tmp_path / "empty").name == "shop"
-    with pytest.raises(UserError, match="not empty; delete it"):
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "empty")
+    assert str(err.value) == f"{tmp_path / 'empty'}: already exists and is not empty; delete it to extract {path} again"
 
 
 @pytest.mark.parametrize("member,why", [
@@ -81,13 +83,15 @@ def test_existing_empty_target_is_fine_non_empty_is_refused(tmp_path):
     ("/tmp/evil.txt", "absolute"),
     ("C:\\evil.txt", "absolute"),
     ("C:evil.txt", "absolute"),
+    ("c:evil.txt", "absolute"),
 ])
 def test_zip_members_escaping_the_target_are_refused_before_writing(tmp_path, member, why):
     path = make_zip(tmp_path / "bad.zip", {"shop/item/ok.jpg": b"fine", member: b"evil"})
     target = tmp_path / "out"
-    with pytest.raises(UserError, match=why) as err:
+    with pytest.raises(UserError) as err:
         safe_extract(path, target)
-    assert str(path) in str(err.value) and repr(member) in str(err.value)
+    why = "climbs out of the target folder with '..'" if why == "'..'" else "has an absolute path"
+    assert str(err.value) == f"{path}: member {member!r} {why}; refusing to extract this archive"
     assert_nothing_written(tmp_path, target)
     assert not (tmp_path.parent / "evil.txt").exists()
 
@@ -133,22 +137,28 @@ def test_tar_links_and_devices_are_refused(tmp_path, entry, why):
 
 def test_zip_bomb_by_ratio_is_refused(tmp_path):
     path = make_zip(tmp_path / "bomb.zip", {"a/zeros.bin": bytes(5_000_000)})
-    with pytest.raises(UserError, match="times its own size.*zip bomb"):
-        safe_extract(path, tmp_path / "out")
+    with pytest.raises(UserError, match=r"times its own size \(limit 200\); refusing to extract \(zip bomb\?\)"):
+        safe_extract(path, tmp_path / "out")  # the default limit
     assert_nothing_written(tmp_path, tmp_path / "out")
 
 
 def test_zip_bomb_by_total_size_is_refused(tmp_path):
-    path = make_zip(tmp_path / "big.zip", {f"a/{i}.bin": os.urandom(600) for i in range(3)},
-                    zipfile.ZIP_STORED)
-    with pytest.raises(UserError, match="more than 1000 bytes"):
+    files = {"a/": b"", **{f"a/{i}.bin": os.urandom(600) for i in range(3)}}  # the folder entry counts 0
+    path = make_zip(tmp_path / "big.zip", files, zipfile.ZIP_STORED)
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "out", max_total_bytes=1000)
+    assert str(err.value) == (f"{path}: unpacks to more than 1000 bytes; refusing to extract (zip bomb?); "
+                              "use an archive you trust with less data")
+    assert safe_extract(path, tmp_path / "out", max_total_bytes=1800) == tmp_path / "out"  # exactly
 
 
 def test_too_many_members_is_refused(tmp_path):
-    path = make_tar(tmp_path / "many.tar", {f"a/{i}.jpg": b"x" for i in range(5)})
-    with pytest.raises(UserError, match="more than 3 members"):
+    path = make_tar(tmp_path / "many.tar", {f"a/{i}.jpg": b"x" for i in range(4)})
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "out", max_members=3)
+    assert str(err.value) == (f"{path}: has more than 3 members; refusing to extract (a real dataset this "
+                              "large should be split into several archives)")
+    assert safe_extract(path, tmp_path / "out", max_members=4) == tmp_path / "out"  # exactly at the limit
 
 
 def test_lying_header_sizes_cannot_sneak_data_past_the_limits(tmp_path):
@@ -167,8 +177,10 @@ def test_member_yielding_more_than_declared_is_refused(tmp_path, monkeypatch):
     """Belt and braces for readers that do not stop at the declared size."""
     path = make_zip(tmp_path / "bad.zip", {"a/small.bin": b"0123456789"})
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info: io.BytesIO(bytes(10_000)))
-    with pytest.raises(UserError, match="more data than its header declares"):
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "out")
+    assert str(err.value) == (f"{path}: member 'a/small.bin' holds more data than its header declares; "
+                              "refusing to extract this archive")
     assert_nothing_written(tmp_path, tmp_path / "out")
 
 
@@ -178,8 +190,10 @@ def test_truncated_archive_is_corrupt_not_a_traceback(tmp_path, name, mode):
     path = tmp_path / name
     make_zip(path, files) if mode is None else make_tar(path, files, mode)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(UserError, match="corrupt or incomplete.*; delete it and download again"):
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "out")
+    assert str(err.value).startswith(f"{path}: is corrupt or incomplete (")
+    assert str(err.value).endswith("); delete it and download again") and "None" not in str(err.value)
     assert_nothing_written(tmp_path, tmp_path / "out")
 
 
@@ -197,8 +211,10 @@ def test_damaged_member_data_is_corrupt_and_leaves_nothing(tmp_path):
 def test_not_an_archive_and_missing_archive(tmp_path):
     junk = tmp_path / "page.zip"
     junk.write_bytes(b"<!DOCTYPE html><html></html>" * 100)
-    with pytest.raises(UserError, match="corrupt or incomplete"):
+    with pytest.raises(UserError) as err:
         safe_extract(junk, tmp_path / "out")
+    assert str(err.value) == (f"{junk}: is corrupt or incomplete (not a readable zip or tar file); "
+                              "delete it and download again")
     with pytest.raises(UserError, match="no such archive"):
         safe_extract(tmp_path / "nope.zip", tmp_path / "out")
 
@@ -209,8 +225,10 @@ def test_write_failure_cleans_up_staging(tmp_path, monkeypatch):
 
     path = make_zip(tmp_path / "d.zip", DATASET)
     monkeypatch.setattr(archive_module, "open", full_disk, raising=False)
-    with pytest.raises(UserError, match="No space left on device"):
+    with pytest.raises(UserError) as err:
         safe_extract(path, tmp_path / "out")
+    assert str(err.value) == (f"{tmp_path / 'out'}: cannot extract {path} here (No space left on device); "
+                              "check free disk space and permissions")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zip"]
 
 
@@ -230,7 +248,128 @@ def test_find_dataset_root(tmp_path):
 @pytest.mark.parametrize("name,expected", [
     ("data.zip", True), ("https://x.org/a/Data.TAR.GZ?dl=1", True), ("a.tgz", True), ("a.tar.bz2", True),
     ("a.tar.xz", True), ("a.tar", True), ("folder", False), ("https://drive.google.com/uc?id=1&x=.zip", False),
-    ("notes.gz", False),
+    ("notes.gz", False), ("shop #2.zip", True),
 ])
 def test_is_archive(name, expected):
     assert is_archive(name) is expected
+
+
+def test_folder_entries_become_folders_in_any_order_and_depth(tmp_path):
+    """Folder entries may come before their parents exist, after files inside them, or from Windows
+    tools that set no Unix mode: all end as folders, an empty one included."""
+    path = tmp_path / "d.zip"
+    windows_dir = zipfile.ZipInfo("shop/empty/")
+    windows_dir.external_attr = 0x10  # MS-DOS directory flag only
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("shop/deep/er/", b"")
+        zf.writestr("shop/item/1.jpg", b"one")
+        zf.writestr("shop/item/", b"")
+        zf.writestr(windows_dir, b"")
+    root = safe_extract(path, tmp_path / "a" / "b" / "out")  # missing parents of the target are made
+    assert root == tmp_path / "a" / "b" / "out" / "shop"
+    assert (root / "deep" / "er").is_dir() and (root / "empty").is_dir()
+    assert (root / "item" / "1.jpg").read_bytes() == b"one"
+
+
+def test_tar_folder_entries_become_folders(tmp_path):
+    source = tmp_path / "src" / "shop"
+    (source / "item").mkdir(parents=True)
+    (source / "empty").mkdir()
+    (source / "item" / "1.jpg").write_bytes(b"one")
+    with tarfile.open(tmp_path / "d.tar", "w") as tf:
+        tf.add(source, arcname="shop")
+    root = safe_extract(tmp_path / "d.tar", tmp_path / "out")
+    assert (root / "empty").is_dir() and (root / "item" / "1.jpg").read_bytes() == b"one"
+
+
+def test_members_larger_than_one_read_are_written_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_module, "_CHUNK_BYTES", 1000)
+    root = safe_extract(make_zip(tmp_path / "d.zip", DATASET), tmp_path / "out")
+    assert (root / "item_a" / "a_0.jpg").read_bytes() == DATASET["shop/item_a/a_0.jpg"]
+
+
+def test_exactly_at_the_ratio_limit_is_accepted(tmp_path):
+    path = make_zip(tmp_path / "d.zip", {"a/zeros.bin": bytes(100_000)})
+    ratio = 100_000 / path.stat().st_size
+    assert safe_extract(path, tmp_path / "out", max_ratio=ratio) == tmp_path / "out"
+
+
+def zip_with_odd_member(path, mode=stat.S_IFREG, field=None, value=0):
+    """A zip whose second member `shop/item/x.jpg` has Unix `mode`, or a central-directory `field`
+    (byte offset: 8 flags, 10 compression method) set to `value` after writing."""
+    info = zipfile.ZipInfo("shop/item/x.jpg")
+    info.external_attr = (mode | 0o644) << 16
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("shop/item/ok.jpg", b"fine")
+        zf.writestr(info, b"data")
+    if field is not None:
+        raw = bytearray(path.read_bytes())
+        central = raw.index(b"PK\x01\x02", raw.index(b"PK\x01\x02") + 1)  # the second member's entry
+        struct.pack_into("<H", raw, central + field, value)
+        path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("odd,why", [
+    ({"mode": stat.S_IFIFO}, "is a device, fifo or socket"),
+    ({"field": 8, "value": 0x1}, "is encrypted; re-pack the archive without a password"),
+    ({"field": 10, "value": 99},  # WinZip's AES
+     "uses compression method 99, which Python cannot read; re-pack it as a standard zip"),
+], ids=["fifo", "encrypted", "method-99"])
+def test_zip_members_that_cannot_be_extracted_safely_are_refused(tmp_path, odd, why):
+    path = zip_with_odd_member(tmp_path / "bad.zip", **odd)
+    with pytest.raises(UserError) as err:
+        safe_extract(path, tmp_path / "out")
+    assert str(err.value) == f"{path}: member 'shop/item/x.jpg' {why}; refusing to extract this archive"
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("entry,why", [
+    (tar_entry("shop/dev", tarfile.BLKTYPE), "is a device or fifo"),
+    (tar_entry("shop/odd", b"Z"), "has an unsupported member type"),
+])
+def test_tar_member_types_with_no_file_are_refused_with_the_reason(tmp_path, entry, why):
+    path = make_tar(tmp_path / "bad.tar", {"shop/item/ok.jpg": b"fine", entry.name: entry})
+    with pytest.raises(UserError) as err:
+        safe_extract(path, tmp_path / "out")
+    assert str(err.value) == f"{path}: member {entry.name!r} {why}; refusing to extract this archive"
+
+
+def test_member_ending_early_without_an_error_is_corrupt(tmp_path, monkeypatch):
+    """Belt and braces for readers that stop short of the declared size without raising."""
+    path = make_zip(tmp_path / "bad.zip", {"a/small.bin": b"0123456789"})
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info: io.BytesIO(b"01234"))
+    with pytest.raises(UserError) as err:
+        safe_extract(path, tmp_path / "out")
+    assert str(err.value) == (f"{path}: is corrupt or incomplete (member 'a/small.bin': ends after 5 of 10 "
+                              "bytes); delete it and download again")
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["header", "data"])
+def test_damaged_member_is_named_with_the_archive(tmp_path, damage):
+    path = make_zip(tmp_path / "bad.zip", {"shop/a/1.jpg": os.urandom(50), "shop/b/1.jpg": b"x" * 50_000})
+    raw = bytearray(path.read_bytes())
+    local = raw.index(b"PK\x03\x04", 1)  # the second member's local header
+    if damage == "header":
+        raw[local: local + 4] = b"PK\x00\x00"
+    else:
+        data = raw.index(b"shop/b/1.jpg", local) + len("shop/b/1.jpg")
+        raw[data + 10: data + 30] = os.urandom(20)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UserError) as err:
+        safe_extract(path, tmp_path / "out")
+    assert str(err.value).startswith(f"{path}: is corrupt or incomplete (member 'shop/b/1.jpg': ")
+    assert_nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_library_messages_over_several_lines_become_one(tmp_path, monkeypatch):
+    def failing_open(self, info):
+        raise zipfile.BadZipFile("Bad CRC-32\n  for file")
+
+    path = make_zip(tmp_path / "bad.zip", {"a/small.bin": b"0123456789"})
+    monkeypatch.setattr(zipfile.ZipFile, "open", failing_open)
+    with pytest.raises(UserError) as err:
+        safe_extract(path, tmp_path / "out")
+    assert str(err.value) == (f"{path}: is corrupt or incomplete (member 'a/small.bin': Bad CRC-32 for file); "
+                              "delete it and download again")
