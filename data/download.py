@@ -10,7 +10,6 @@ always rely on `dest` existing afterwards and on the original staying untouched.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -24,6 +23,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from common.digest import file_hexdigest
 from common.errors import UserError
 
 CHUNK_BYTES = 1 << 16
@@ -72,9 +72,8 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (by hashlib) so multi-GB archives do not fill memory."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    """Hex sha256 of a file (read in chunks: multi-GB archives do not fill memory)."""
+    return file_hexdigest(path, "sha256")
 
 
 def _make_parent(dest: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from data.index import DatasetIndex, printable
 from common.atomic import atomic_write_text
+from common.digest import file_hexdigest
 
 DIGESTS_FILE = "train_images.sha1"
 _SHOWN = 5  # item names shown in a change description
@@ -112,8 +113,7 @@ def _names(names: list[str]) -> str:
 
 def file_digest(path: str | Path) -> str:
     """SHA-1 of a file's bytes (identifies a copy of an image, whatever its name)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()
+    return file_hexdigest(path, "sha1")
 
 
 def write_digests(path: Path, files: Iterable[str | Path], keep: set[str] = frozenset()) -> None:
