@@ -53,6 +53,15 @@ def test_16_bit_images_are_scaled_to_8_bits_keeping_their_tones(tmp_path, dtype,
     assert (out[10, 4] == left).all()                          # still grey
 
 
+def test_16_bit_mask_of_zeros_and_ones_comes_out_black_and_white(tmp_path):
+    mask = np.zeros((20, 20), dtype=np.uint16)                # a segmentation mask: 0 and 1 only
+    mask[:, 10:] = 1
+    out = decode_image(_save(Image.fromarray(mask), tmp_path / "mask.png"), 20)
+    assert (out[:, :10] == 0).all() and (out[:, 10:] == 255).all()
+    black = decode_image(_save(Image.fromarray(mask * 0), tmp_path / "black.png"), 20)
+    assert (black == 0).all()                                  # no division by zero, no noise
+
+
 def test_wide_image_is_letterboxed_not_squashed(tmp_path):
     img = Image.new("RGB", (80, 40), WHITE)
     img.paste((0, 0, 0), (30, 10, 50, 30))                     # a 20 x 20 black square, centred
