@@ -57,7 +57,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img)
         top = max(float(arr.max()), 1.0)
         img = Image.fromarray(np.rint(arr * (255.0 / top)).astype(np.uint8))  # 254.99.. is 255
-    if img.mode in ("RGBA", "LA", "P", "PA"):  # a palette may mark an entry transparent
+    if img.mode in ("RGBA", "LA", "P"):  # a palette may mark an entry transparent
         rgba = img.convert("RGBA")
         background = Image.new("RGB", img.size, "white")
         background.paste(rgba, mask=rgba.getchannel("A"))
