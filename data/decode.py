@@ -53,15 +53,14 @@ def check_pixels(img: Image.Image) -> None:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB; transparency is composited on white like a product page."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I"):  # 16- or 32-bit integer grey: I;16, I;16B, I;16L, I
+        arr = np.asarray(img)
         top = max(float(arr.max()), 1.0)
-        img = Image.fromarray(np.rint(arr * (255.0 / top)).astype(np.uint8), "L")  # 254.99.. is 255
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        img = Image.fromarray(np.rint(arr * (255.0 / top)).astype(np.uint8))  # 254.99.. is 255
+    if img.mode in ("RGBA", "LA", "P"):  # a palette may mark an entry transparent
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", img.size, "white")
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")
 
@@ -81,4 +80,4 @@ def _letterbox(img: Image.Image, size: int) -> np.ndarray:
     arr = np.asarray(fitted)
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(axis=0)
     fill = tuple(int(round(c)) for c in border)
-    return np.asarray(ImageOps.pad(fitted, (size, size), Image.Resampling.BILINEAR, color=fill))
+    return np.asarray(ImageOps.pad(fitted, (size, size), color=fill))  # fits already: pads only

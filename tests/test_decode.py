@@ -53,6 +53,34 @@ def test_16_bit_images_are_scaled_to_8_bits_keeping_their_tones(tmp_path, dtype,
     assert (out[10, 4] == left).all()                          # still grey
 
 
+def test_16_bit_mask_of_zeros_and_ones_comes_out_black_and_white(tmp_path):
+    mask = np.zeros((20, 20), dtype=np.uint16)                # a segmentation mask: 0 and 1 only
+    mask[:, 10:] = 1
+    out = decode_image(_save(Image.fromarray(mask), tmp_path / "mask.png"), 20)
+    assert (out[:, :10] == 0).all() and (out[:, 10:] == 255).all()
+    black = decode_image(_save(Image.fromarray(mask * 0), tmp_path / "black.png"), 20)
+    assert (black == 0).all()                                  # no division by zero, no noise
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_resizing_is_pil_bilinear_as_exported_models_expect(tmp_path, resize):
+    noise = np.random.default_rng(0).integers(0, 256, (40, 80, 3), dtype=np.uint8)
+    img = Image.fromarray(noise)                                # 80 x 40: detail that resamplers differ on
+    out = decode_image(_save(img, tmp_path / "noise.png"), 20, resize)
+    if resize == "stretch":                                     # the original's networks: squashed, no padding
+        assert np.array_equal(out, np.asarray(img.resize((20, 20), Image.Resampling.BILINEAR)))
+    else:                                                       # 20 x 10 in the middle rows
+        assert np.array_equal(out[5:15], np.asarray(img.resize((20, 10), Image.Resampling.BILINEAR)))
+
+
+def test_decoder_error_without_a_message_is_reported_by_its_kind(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError()
+    monkeypatch.setattr(Image, "open", fail)
+    with pytest.raises(UnreadableImage, match="^OSError$"):
+        decode_image(tmp_path / "x.jpg", 16)
+
+
 def test_wide_image_is_letterboxed_not_squashed(tmp_path):
     img = Image.new("RGB", (80, 40), WHITE)
     img.paste((0, 0, 0), (30, 10, 50, 30))                     # a 20 x 20 black square, centred
