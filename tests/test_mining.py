@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from training.loss import pairwise_distances, triplet_loss
+from training.xbm import CrossBatchMemory
 
 MARGIN = 0.3
 
@@ -183,3 +184,43 @@ def test_single_item_batch_gives_zero_loss_with_gradient_graph() -> None:
         out = triplet_loss(emb, torch.zeros(4, dtype=torch.long), MARGIN, mining)
         out.loss.backward()
         assert out.loss.item() == 0 and out.mined.item() == 0
+
+
+def test_batch_all_with_a_single_active_triplet_gives_that_triplets_loss() -> None:
+    """Hand-computed: a = (0, 0), p = (1, 0) of one item; n1 = (0, -1.1), n2 = (0, -1.4) of another.
+    Only (a, p, n1) is inside the margin: 1 + 0.3 - 1.1 = 0.2, and batch-all averages over the
+    active triplets, so the loss is 0.2 itself."""
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, -1.1], [0.0, -1.4]])
+    out = triplet_loss(emb, torch.tensor([0, 0, 1, 1]), MARGIN, "all")
+    assert int(out.active) == 1 and int(out.mined) == 8
+    assert out.loss.item() == pytest.approx(0.2, abs=1e-5)
+
+
+@pytest.mark.parametrize("mining", ["semihard", "all"])
+def test_mining_against_a_memory_as_large_as_the_batch_uses_each_anchors_own_negatives(mining: str) -> None:
+    """The cross-batch memory mines a (batch x memory) distance matrix. When the memory holds as
+    many embeddings as the batch, the matrix is square but its rows and columns are different
+    images, so each anchor's negative count must come from its own row (items of unequal sizes
+    make the counts differ)."""
+    gen = torch.Generator().manual_seed(0)
+    batch_labels, memory_labels = [0, 0, 1, 2, 2, 2], [0, 1, 1, 1, 2, 3]
+    batch, remembered = torch.randn(6, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    memory = CrossBatchMemory(size=6)
+    memory.add(remembered, torch.tensor(memory_labels), torch.arange(6, 12))
+    out = memory.loss(batch, torch.tensor(batch_labels), torch.arange(6), MARGIN, mining)
+
+    d = torch.cdist(batch, remembered)
+    losses = []
+    for a, p in itertools.product(range(6), range(6)):
+        if batch_labels[a] != memory_labels[p]:
+            continue
+        negatives = [d[a, n] for n in range(6) if memory_labels[n] != batch_labels[a]]
+        if mining == "semihard":
+            farther = [x for x in negatives if x > d[a, p]]
+            losses.append(torch.relu(d[a, p] - (min(farther) if farther else max(negatives)) + MARGIN))
+        else:
+            losses += [torch.relu(d[a, p] - x + MARGIN) for x in negatives]
+    active = [x for x in losses if x > 0]
+    expected = torch.stack(losses).mean() if mining == "semihard" else torch.stack(active).mean()
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert (int(out.active), int(out.mined)) == (len(active), len(losses))
