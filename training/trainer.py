@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common.allocator import keep_freed_memory
 from common.errors import UserError
 from data.dataset import ImageSet
 from data.identity import DataIdentity
@@ -78,6 +79,7 @@ def train(config: TrainConfig, model: nn.Module, train_set: ImageSet, eval_set: 
     """
     ctx = setup(config.device)
     _check_inputs(config, model, train_set)
+    keep_freed_memory()  # steps reuse their freed tensors instead of page-faulting them back in
     sampler = PKSampler(train_set.labels, config.items_per_batch, config.images_per_item,
                         config.seed, ctx.rank, ctx.world_size)
     model.to(ctx.device)
