@@ -47,14 +47,14 @@ def fake_libc(monkeypatch) -> FakeLibc:
     libc = FakeLibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)
     monkeypatch.setattr(allocator, "_kept", False)
-    for name in (*allocator.USER_SETTINGS, "LD_PRELOAD"):
+    for name in (*allocator.USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     return libc
 
 
 def _page_faults(mode: str) -> int:
     env = {k: v for k, v in os.environ.items()
-           if k not in allocator.USER_SETTINGS and k != "LD_PRELOAD"}
+           if k not in (*allocator.USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD")}
     out = subprocess.run([sys.executable, "-c", STEPS, mode], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout
     return int(out.split()[-1])
@@ -87,6 +87,11 @@ def test_leaves_a_users_allocator_choice_alone(fake_libc, monkeypatch, name, val
     assert fake_libc.calls == []
 
 
+def test_other_glibc_tunables_do_not_count_as_a_choice(fake_libc, monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")
+    assert allocator.keep_freed_memory()
+
+
 def test_does_nothing_outside_glibc(monkeypatch):
     monkeypatch.setattr(allocator, "_kept", False)
 
@@ -101,6 +106,6 @@ def test_does_nothing_outside_glibc(monkeypatch):
 @pytest.mark.skipif(allocator._glibc() is None, reason="the thresholds exist in glibc only")
 def test_training_keeps_freed_memory(tiny_run):
     """pipeline.py's training (the session's tiny run trained in this process) raised them."""
-    if any(os.environ.get(n) for n in allocator.USER_SETTINGS):
+    if allocator._user_chose_allocator():
         pytest.skip("this test process runs with the user's own allocator settings")
     assert allocator._kept
