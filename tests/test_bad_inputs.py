@@ -232,7 +232,7 @@ def pickle_that_runs_code(path: Path, marker: Path) -> None:
     """A checkpoint whose unpickling would call exec() and create `marker`."""
     class Payload:
         def __reduce__(self):
-            return exec, (f"open({str(marker)!r}, 'w').write('code ran')",)
+            return exec, (f"with open({str(marker)!r}, 'w') as f: f.write('code ran')",)
     torch.save({"format_version": 1, "epoch": 3, "model": Payload()}, path)
 
 

@@ -57,8 +57,8 @@ def test_saved_figure_pages_hold_the_requested_queries(trained, capsys, tmp_path
     figs = tmp_path.parent / data_dir / "files_to_gitignore" / "eval_figs"
     pages = sorted(figs.glob("simple_net/*_epoch2_nums_0-3-5/*.png"))
     assert [p.name for p in pages] == ["1.png", "2.png"]
-    first, second = (Image.open(p) for p in pages)
-    assert first.width == second.width and first.height > second.height  # 2 rows vs 1 row
+    with Image.open(pages[0]) as first, Image.open(pages[1]) as second:
+        assert first.width == second.width and first.height > second.height  # 2 rows vs 1 row
 
 
 # Held-out greys per item, chosen so that with 3 neighbours some queries find their item only at
@@ -112,7 +112,8 @@ def test_figure_pages_show_each_query_beside_its_true_neighbours(grey_shop, case
     assert f"saved {len(pages)} figure page(s) of {len(expected_rows)} queries" in out
     shown = []
     for path in pages:
-        png = Image.open(path).convert("RGB")
+        with Image.open(path) as image:
+            png = image.convert("RGB")
         layout = page_layout(png, cols=FIGURE_K + 1, max_rows=2)
         for r in range(layout.rows):
             cells = [_grey_row(png, layout, r, c, greys) for c in range(FIGURE_K + 1)]

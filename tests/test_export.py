@@ -59,7 +59,8 @@ def test_readme_lines_give_the_embedding_evaluate_gives(exported, capsys, tmp_pa
     tmp, common, gallery = exported
     for row in (0, 1, 2):  # a wide, a tall and a small photo
         photo = gallery["paths"][row]
-        assert Image.open(photo).width != Image.open(photo).height
+        with Image.open(photo) as image:
+            assert image.width != image.height
         np.testing.assert_allclose(_readme_embedding(tmp / "model.pt", photo), gallery["embeddings"][row],
                                    atol=1e-5)
     embedding = _readme_embedding(tmp / "model.pt", photo)
