@@ -8,9 +8,13 @@ allocation faults every page in again, zero-filled by the kernel. Measured on si
 memory kept (bench/bench_allocator.py prints the table). Raising the mmap and trim thresholds
 keeps the blocks for reuse; peak memory is unchanged, since the same blocks are reused.
 
+The price: blocks up to the mmap threshold (64 MiB, or 32 MiB where an older glibc refuses more;
+a 4,000 x 4,000 float32 matrix) now come from the heap, and up to the trim threshold (256 MiB) of
+free heap top stays with the process after a peak instead of going back to the system.
+
 Users who chose their own allocator settings keep them: nothing is changed when a MALLOC_*
-tuning variable or glibc.malloc tunable is set, or another allocator (jemalloc, tcmalloc, mimalloc) is preloaded, and
-nothing happens outside glibc.
+tuning variable or glibc.malloc tunable is set, or another allocator (jemalloc, tcmalloc,
+mimalloc) is preloaded, and nothing happens outside glibc.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import os
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 64 << 20  # above any per-step tensor (64 x 3 x 224 x 224 float32 is 38 MB)
+MMAP_THRESHOLDS = (64 << 20, 32 << 20)  # the first glibc accepts; older ones stop at HEAP_MAX_SIZE / 2
 TRIM_THRESHOLD = 256 << 20
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
@@ -35,12 +39,13 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None or _user_chose_allocator():
         return False
-    _kept = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-        bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    trim_raised = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)  # helps even if mmap's is refused
+    _kept = any(libc.mallopt(M_MMAP_THRESHOLD, size) for size in MMAP_THRESHOLDS) and bool(trim_raised)
     return _kept
 
 
 def _user_chose_allocator() -> bool:
+    """True when the environment already tunes malloc or replaces it: their choice wins."""
     preload = os.environ.get("LD_PRELOAD", "")
     return any(os.environ.get(name) for name in USER_SETTINGS) or \
         "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or \

@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
 x = torch.rand(64, 3, 64, 64)
-conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+conv = torch.nn.Conv2d(3, 16, 3, padding=1)  # 17 MB outputs: under either threshold
 conv(x).sum().backward()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
@@ -33,17 +33,18 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 class FakeLibc:
     """Records mallopt calls instead of changing this test process's allocator."""
 
-    def __init__(self, accepts: bool = True):
+    def __init__(self, accepts: bool = True, mmap_limit: int = 1 << 40) -> None:
         self.calls: list[tuple[int, int]] = []
         self.accepts = accepts
+        self.mmap_limit = mmap_limit  # older glibc refuses mmap thresholds above 32 MiB
 
     def mallopt(self, param: int, value: int) -> int:
         self.calls.append((param, value))
-        return int(self.accepts)
+        return int(self.accepts and (param != -3 or value <= self.mmap_limit))
 
 
 @pytest.fixture
-def fake_libc(monkeypatch) -> FakeLibc:
+def fake_libc(monkeypatch: pytest.MonkeyPatch) -> FakeLibc:
     libc = FakeLibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)
     monkeypatch.setattr(allocator, "_kept", False)
@@ -69,8 +70,14 @@ def test_kept_memory_stops_the_page_faults_of_repeated_steps():
 def test_raises_both_thresholds_once(fake_libc):
     assert allocator.keep_freed_memory()
     assert allocator.keep_freed_memory()
-    assert fake_libc.calls == [(allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD),
-                               (allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD)]
+    # glibc's malloc.h: M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3 (-2 is M_TOP_PAD)
+    assert sorted(fake_libc.calls) == [(-3, 64 << 20), (-1, 256 << 20)]
+
+
+def test_falls_back_to_the_largest_threshold_an_older_glibc_accepts(fake_libc):
+    fake_libc.mmap_limit = 32 << 20
+    assert allocator.keep_freed_memory()
+    assert fake_libc.calls[-2:] == [(-3, 64 << 20), (-3, 32 << 20)]
 
 
 def test_a_refused_setting_reports_false(fake_libc):
@@ -79,6 +86,8 @@ def test_a_refused_setting_reports_false(fake_libc):
 
 
 @pytest.mark.parametrize("name, value", [("MALLOC_TRIM_THRESHOLD_", "1000000"),
+                                         ("MALLOC_MMAP_THRESHOLD_", "131072"),
+                                         ("MALLOC_TOP_PAD_", "0"),
                                          ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4096"),
                                          ("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")])
 def test_leaves_a_users_allocator_choice_alone(fake_libc, monkeypatch, name, value):
