@@ -10,7 +10,6 @@ time, page faults per step and peak memory of each, and the ratio.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import statistics
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import common.allocator  # noqa: E402
 import training.trainer  # noqa: E402
+from bench.bench_checkpoint import epoch_seconds  # noqa: E402
 from bench.bench_train import RandomImages  # noqa: E402
 from models import build_model  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -50,9 +50,8 @@ def child(mode: str, model_name: str, epochs: int, steps: int) -> dict[str, floa
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         result = train(config)  # resumes: epochs 2..epochs
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        with open(result.run_dir / "training_stats.csv", newline="") as f:
-            seconds = [float(r["seconds"]) for r in csv.DictReader(f) if int(r["epoch"]) > 1]
-    return {"seconds": statistics.median(seconds), "faults": faults / ((epochs - 1) * steps),
+        seconds = epoch_seconds(result.run_dir)
+    return {"seconds": seconds, "faults": faults / ((epochs - 1) * steps),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "kept": common.allocator.keep_freed_memory() if mode == "kept" else False}
 

@@ -11,7 +11,6 @@ epoch for simple_net.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -27,14 +26,15 @@ from data.splits import load_splits  # noqa: E402
 from models import build_model  # noqa: E402
 from training.checkpoints import LAST, CheckpointSaver, load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.runs import STATS_FILE, StatsFile  # noqa: E402
 from training.trainer import train  # noqa: E402
 from training.workflow import cache_dir  # noqa: E402
 
 
 def epoch_seconds(run_dir: Path) -> float:
     """Median training seconds of the epochs after the first (which warms up)."""
-    with open(run_dir / "training_stats.csv", newline="") as f:
-        seconds = [float(r["seconds"]) for r in csv.DictReader(f) if r["seconds"] and int(r["epoch"]) > 1]
+    rows = StatsFile(run_dir / STATS_FILE).rows
+    seconds = [float(r["seconds"]) for r in rows if r["seconds"] and int(r["epoch"]) > 1]
     return statistics.median(seconds)
 
 

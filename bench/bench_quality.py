@@ -26,7 +26,6 @@ bench/real_photos.py (a proxy: see its docstring).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import resource
@@ -51,7 +50,7 @@ from models import build_model  # noqa: E402
 from training.augment import augment  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.loss import triplet_loss  # noqa: E402
-from training.runs import STATS_FILE, run_name  # noqa: E402
+from training.runs import STATS_FILE, StatsFile, run_name  # noqa: E402
 from training.sampler import PKSampler  # noqa: E402
 from training.schedule import learning_rate  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -162,8 +161,7 @@ def _read_curve(run_dir: Path, cpu: list[float]) -> tuple[Curve, tuple[float, fl
 
     ``cpu`` holds the CPU seconds at each epoch line of this call (epoch 0 first, when it ran).
     """
-    with open(run_dir / STATS_FILE, newline="") as f:
-        stats = list(csv.DictReader(f))
+    stats = StatsFile(run_dir / STATS_FILE).rows
     cpu = cpu[-(len(stats) - 1):] if len(cpu) >= len(stats) - 1 else [math.nan] * (len(stats) - 1)
     curve, seconds = [], 0.0
     for row, cpu_seconds in zip(stats[1:], cpu):
@@ -179,8 +177,7 @@ def _epochs_in_budget(name: str, base: TrainConfig, root: Path, work: Path, budg
     train_set, _ = _splits(root, model.input_size, work)
     probe = replace(base, model=name, epochs=1, image_size=model.input_size, eval_every=1)
     result = train(probe, model, train_set, None, work / "probe" / name, log=lambda _: None)
-    with open(result.run_dir / STATS_FILE, newline="") as f:
-        seconds = float(list(csv.DictReader(f))[-1]["seconds"])
+    seconds = float(StatsFile(result.run_dir / STATS_FILE).rows[-1]["seconds"])
     return max(1, math.floor(budget / seconds))
 
 

@@ -17,7 +17,6 @@ epoch keep one burst of load from deciding a ratio (16 steps swung it by 25 %).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from training.augment import augment  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.distributed import pick_device  # noqa: E402
 from training.loss import triplet_loss  # noqa: E402
+from training.runs import STATS_FILE, StatsFile  # noqa: E402
 from training.sampler import PKSampler  # noqa: E402
 from training.trainer import train  # noqa: E402
 
@@ -67,8 +67,7 @@ def epoch_seconds(config: TrainConfig, model: torch.nn.Module, images: RandomIma
     Asking for one more epoch each time resumes the run, so only that epoch trains.
     """
     result = train(config, model, images, None, save_dir, log=lambda _: None)
-    with open(result.run_dir / "training_stats.csv", newline="") as f:
-        row = next(r for r in csv.DictReader(f) if int(r["epoch"]) == config.epochs)
+    row = next(r for r in StatsFile(result.run_dir / STATS_FILE).rows if int(r["epoch"]) == config.epochs)
     return float(row["seconds"]), float(row["triplets"])
 
 
